@@ -1,0 +1,239 @@
+"""Backend dispatch for the translate-then-slice engine.
+
+One algorithm (:mod:`ptycho.backends.window`) runs on several array libraries.
+Each backend is a small module with the same names -- ``namespace`` (the array
+namespace the algorithm calls), ``compile`` (eager, ``jax.jit`` or
+``tf.function(jit_compile=True)``), ``precision``, ``asarray``, ``to_numpy``,
+``is_native`` -- so the table below is the whole dispatch.
+
+Importing this package imports neither TensorFlow nor JAX: a backend module
+is imported by :func:`get_backend` only, and :func:`backend_of` only looks at
+frameworks that are already in ``sys.modules`` (the einops rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+from typing import Any, Optional
+
+import numpy as np
+
+from ptycho import _validate
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "get_backend",
+    "backend_of",
+    "extract_patches",
+    "extract_patches_grouped",
+]
+
+#: name -> (backend module, top-level package it needs, pip extra)
+_TABLE = {
+    "numpy": ("ptycho.backends._numpy", "numpy", None),
+    "jax": ("ptycho.backends._jax", "jax", "jax"),
+    "tensorflow": ("ptycho.backends._tensorflow", "tensorflow", "tf"),
+}
+_ALIASES = {"np": "numpy", "tf": "tensorflow", "jnp": "jax", "jax.numpy": "jax"}
+
+#: Names of the backends this package knows, importable or not.
+BACKENDS = tuple(_TABLE)
+
+_import_lock = threading.Lock()
+
+
+def available_backends() -> list[str]:
+    """Names of the known backends whose library is installed (nothing is imported)."""
+    return [name for name, (_, package, _) in _TABLE.items() if _installed(package)]
+
+
+def _installed(package: str) -> bool:
+    if package in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string such as 'numpy', got {type(name).__name__}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _TABLE:
+        raise ValueError(
+            f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}; "
+            f"available here: {', '.join(available_backends()) or 'none'}"
+        )
+    return key
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module for ``name`` ('numpy', 'jax' or 'tensorflow').
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a known backend (the message lists the available ones).
+    ImportError
+        The backend is known but its library is not installed (the message
+        names the extra to install).
+    """
+    key = _canonical(name)
+    module_name, package, extra = _TABLE[key]
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if not _installed(package):
+        hint = f"pip install 'ptycho[{extra}]'" if extra else f"pip install {package}"
+        raise ImportError(
+            f"backend {key!r} needs the {package!r} package, which is not installed; "
+            f"install it with: {hint}"
+        )
+    with _import_lock:
+        return importlib.import_module(module_name)
+
+
+def backend_of(x: Any) -> Optional[str]:
+    """The backend name for array ``x``, or None for a type no backend owns.
+
+    Only frameworks already imported are checked, so this never imports one.
+    """
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    for key in ("tensorflow", "jax"):
+        module_name, package, _ = _TABLE[key]
+        if package in sys.modules and get_backend(key).is_native(x):
+            return key
+    return None
+
+
+def _window_job(image: Any, positions: Any, fma_guard: Any, **static: Any) -> Any:
+    from ptycho.backends.window import window_patches
+
+    return window_patches(image, positions, fma_guard=fma_guard, **static)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(backend_name: str, patch_size: int, interpolation: str, channels: int, padding: int):
+    backend = get_backend(backend_name)
+    return backend.compile(
+        _window_job,
+        patch_size=patch_size,
+        xp=backend.namespace,
+        interpolation=interpolation,
+        channels=channels,
+        padding=padding,
+    )
+
+
+def _generic_namespace(*arrays: Any) -> Any:
+    """array-API namespace for arrays of a library we have no module for (CuPy, PyTorch)."""
+    import array_api_compat
+
+    try:
+        return array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        raise TypeError(
+            f"image: expected a NumPy, JAX, TensorFlow or array-API array, got {type(arrays[0]).__name__}"
+        ) from exc
+
+
+def extract_patches_grouped(
+    image: Any,
+    positions: Any,
+    N: int,
+    *,
+    channels: int = 1,
+    backend: Optional[str] = None,
+    interpolation: str = "bilinear",
+    padding: Optional[int] = None,
+) -> Any:
+    """Patches in channel layout (P // c, N, N, c); see :func:`extract_patches`.
+
+    Position ``b*c + k`` lands in ``[b, :, :, k]`` (PtychoPINN's
+    ``_flat_to_channel`` order), computed directly in that layout.
+    """
+    N = _validate.patch_size(N)
+    channels = _validate.positive_int(channels, "channels")
+    interpolation = _validate.interpolation(interpolation)
+    padding = N // 2 if padding is None else _validate.non_negative_int(padding, "padding")
+    native = backend_of(image) if backend is None else None
+    name = _canonical(backend) if backend is not None else native
+    if name is None:
+        # An array-API array of a library without a backend module: run eagerly on it.
+        from ptycho.backends.window import window_patches
+
+        xp = _generic_namespace(image)
+        _validate.image_2d(image, "image")
+        positions = xp.asarray(positions)
+        _validate.positions_2d(positions, "positions", channels=channels, xp=xp)
+        real = xp.float64 if image.dtype in (xp.float64, xp.complex128) else xp.float32
+        return window_patches(
+            image, xp.astype(positions, real), N, xp=xp, interpolation=interpolation,
+            channels=channels, padding=padding,
+        )
+
+    mod = get_backend(name)
+    image_np = _validate.image_2d(image, "image")
+    positions_np = _validate.positions_2d(positions, "positions", channels=channels)
+    complex_dtype = np.complex128 if image_np.dtype in (np.float64, np.complex128) else np.complex64
+    real_dtype = np.float64 if complex_dtype == np.complex128 else np.float32
+    with mod.precision(complex_dtype):
+        img = image if mod.is_native(image) and image.dtype == complex_dtype else mod.asarray(image_np.astype(complex_dtype, copy=False))
+        pos = mod.asarray(positions_np.astype(real_dtype, copy=False))
+        fn = _compiled(name, N, interpolation, channels, padding)
+        return fn(img, pos, mod.fma_guard())
+
+
+def extract_patches(
+    image: Any,
+    positions: Any,
+    N: int,
+    backend: Optional[str] = None,
+    *,
+    interpolation: str = "bilinear",
+    padding: Optional[int] = None,
+) -> Any:
+    """Cut N x N patches centred on ``positions`` out of ``image``.
+
+    Patch i equals PtychoPINN's legacy definition, bit for bit on a given
+    backend: the object zero-padded by N // 2, translated by
+    ``-positions[i]`` with zero-fill bilinear interpolation, top-left N x N
+    corner kept; that is ``patch[y, x] = bilinear(padded, x + ox, y + oy)``.
+
+    Parameters
+    ----------
+    image : array (H, W)
+        The object, complex64/complex128 (real input is treated as complex).
+    positions : array (P, 2)
+        (x, y) in object pixels: x is the column, y the row.  Computed in the
+        object's real precision (float32 for complex64).
+    N : int
+        Patch side in pixels.
+    backend : {'numpy', 'jax', 'tensorflow'}, optional
+        Default: the backend that owns ``image``'s array type (NumPy for
+        ``np.ndarray``).  Arrays of other array-API libraries (CuPy, PyTorch)
+        run eagerly through ``array_api_compat``.
+    interpolation : {'bilinear', 'nearest'}
+    padding : int, optional
+        Zero padding of the reference definition; default N // 2.
+
+    Returns
+    -------
+    array (P, N, N), complex64 or complex128, of the backend's native type
+    (``np.ndarray``, ``jax.Array``, ``tf.Tensor``).
+    """
+    out = extract_patches_grouped(
+        image, positions, N, channels=1, backend=backend,
+        interpolation=interpolation, padding=padding,
+    )
+    name = _canonical(backend) if backend is not None else backend_of(image)
+    xp = get_backend(name).namespace if name is not None else _generic_namespace(out)
+    return xp.reshape(out, tuple(out.shape)[:-1])
