@@ -49,6 +49,8 @@ def _resolve_setting(explicit: Any, model: Any, field: str, default: Any = None)
 
 def _object_2d(gt_image: Any) -> np.ndarray:
     """Accept (H, W), (H, W, 1), (1, H, W) or (1, H, W, 1); return (H, W)."""
+    if gt_image is None:
+        raise TypeError("gt_image must be a 2-D array (H, W), got None")
     arr = _validate.to_numpy(gt_image, "gt_image")
     _validate.numeric_dtype(arr, "gt_image")
     squeezed = arr
@@ -65,19 +67,27 @@ def _object_2d(gt_image: Any) -> np.ndarray:
     return _validate.image_2d(squeezed, "gt_image")
 
 
-def _offsets(global_offsets: Any, local_offsets: Any, c: int) -> np.ndarray:
-    """Validate the channel-format offsets and return their sum (B, 1, 2, c) in float64."""
-    g = _validate.to_numpy(global_offsets, "global_offsets")
-    loc = _validate.to_numpy(local_offsets, "local_offsets")
+def _offsets(global_offsets: Any, local_offsets: Any, c: int, real_dtype: Any = None) -> np.ndarray:
+    """Validate the channel-format offsets and return their sum (B, 1, 2, c) in float64.
+
+    ``real_dtype`` (float32 or float64) is the working precision: the offsets
+    and their sum must be representable in it.
+    """
+    arrays = []
+    for name, value in (("global_offsets", global_offsets), ("local_offsets", local_offsets)):
+        if value is None:
+            raise TypeError(f"{name} must be an array of shape (B, 1, 2, c) holding (x, y), got None")
+        arrays.append(_validate.to_numpy(value, name))
+    g, loc = arrays
     for name, arr in (("global_offsets", g), ("local_offsets", loc)):
-        _validate.numeric_dtype(arr, name)
         if arr.dtype.kind == "c":
             raise TypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
+        _validate.numeric_dtype(arr, name, real=True)
         if arr.ndim != 4 or arr.shape[1] != 1 or arr.shape[2] != 2:
             raise ValueError(
                 f"{name} must have shape (B, 1, 2, c) with axis 2 holding (x, y), got shape {arr.shape}"
             )
-        _validate.finite(arr, name)
+        _validate.finite(arr, name, dtype=real_dtype)
     if g.shape[0] != loc.shape[0]:
         raise ValueError(
             f"global_offsets and local_offsets must have the same batch size B, got "
@@ -92,7 +102,10 @@ def _offsets(global_offsets: Any, local_offsets: Any, c: int) -> np.ndarray:
         raise ValueError(
             f"global_offsets must have 1 or c = gridsize**2 = {c} channels, got shape {g.shape}"
         )
-    return np.add(g, loc, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        total = np.add(g, loc, dtype=np.float64)
+    _validate.finite(total, "global_offsets + local_offsets", dtype=real_dtype)
+    return total
 
 
 def get_image_patches(
@@ -128,15 +141,19 @@ def get_image_patches(
     model = resolve_model_config(config)
     N = _validate.patch_size(_resolve_setting(N, model, "N"))
     gridsize = _validate.positive_int(_resolve_setting(gridsize, model, "gridsize"), "gridsize")
-    use_batched = bool(_resolve_setting(None, model, "use_batched_patch_extraction", True))
-    batch_size = _resolve_setting(None, model, "patch_extraction_batch_size", None)
+    use_batched = _validate.flag(
+        _resolve_setting(None, model, "use_batched_patch_extraction", True), "use_batched_patch_extraction"
+    )
+    batch_size = _validate.optional_positive_int(
+        _resolve_setting(None, model, "patch_extraction_batch_size", None), "patch_extraction_batch_size"
+    )
     c = gridsize**2
 
     obj = _object_2d(gt_image)
-    offsets = _offsets(global_offsets, local_offsets, c)
-    B = offsets.shape[0]
     wide = obj.dtype in (np.float64, np.complex128)
     cdtype, rdtype = (np.complex128, np.float64) if wide else (np.complex64, np.float32)
+    offsets = _offsets(global_offsets, local_offsets, c, real_dtype=rdtype)
+    B = offsets.shape[0]
 
     gt_padded = pad(tf.convert_to_tensor(obj.astype(cdtype, copy=False)[None, :, :, None]), N // 2)
     offsets_f = _channel_to_flat(tf.convert_to_tensor(offsets.astype(rdtype)))  # (B*c, 1, 2, 1)
@@ -241,3 +258,18 @@ def _as_tensor(array: np.ndarray) -> tf.Tensor:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     except Exception:  # pragma: no cover - alignment or older TF
         return tf.convert_to_tensor(array)
+
+
+# ---------------------------------------------------------------------------
+# The dataset and neighbour grouping live in ptycho.dataset; PtychoPINN code
+# imports them from here.  Resolved lazily (PEP 562) to avoid an import cycle.
+# ---------------------------------------------------------------------------
+_DATASET_NAMES = ("RawData", "generate_grouped_data", "group_neighbours")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DATASET_NAMES:
+        from ptycho import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

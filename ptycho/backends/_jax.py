@@ -51,3 +51,46 @@ def is_native(x: Any) -> bool:
 def fma_guard() -> Any:
     """A runtime 1.0 (see ``fma_guard`` in :func:`ptycho.backends.window.translate_window`)."""
     return jnp.ones((), dtype=jnp.float32)
+
+
+def translate(
+    images: Any,
+    translations: Any,
+    *,
+    output_size: Any = None,
+    interpolation: str = "bilinear",
+    channels: int = 1,
+) -> Any:
+    """Differentiable JAX translation (the mirror of ``ptycho.tf_helper.translate``).
+
+    Parameters
+    ----------
+    images : array (S, H, W), complex or real; S == 1 or S == P
+    translations : array (P, 2), (tx, ty) pixels: output (y, x) samples (x - tx, y - ty)
+    output_size : (h, w), optional -- only that top-left window (default (H, W))
+    interpolation : {'bilinear', 'nearest'}
+    channels : int -- result laid out (P // channels, h, w, channels)
+
+    Returns
+    -------
+    jax.Array (P // channels, h, w, channels), complex
+
+    Works under ``jax.grad``/``jax.jit`` (no host round trip).
+    """
+    size = tuple(images.shape[1:]) if output_size is None else tuple(int(v) for v in output_size)
+    return _translate_jit(
+        images, translations, fma_guard(),
+        output_size=size, interpolation=interpolation, channels=int(channels),
+    )
+
+
+def _translate_impl(images, translations, guard, *, output_size, interpolation, channels):
+    from ptycho.backends.window import translate_window
+
+    return translate_window(
+        images, translations, output_size=output_size, xp=namespace,
+        interpolation=interpolation, channels=channels, fma_guard=guard,
+    )
+
+
+_translate_jit = jax.jit(_translate_impl, static_argnames=("output_size", "interpolation", "channels"))

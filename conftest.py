@@ -1,0 +1,144 @@
+"""Backend fixtures and markers shared by every test.
+
+Backends
+--------
+``backend`` is parametrized over :class:`Backend` (ids ``numpy``, ``jax``,
+``tensorflow``).  A backend whose library is missing is skipped -- unless the
+environment variable ``PTYCHO_TEST_BACKENDS`` (comma-separated names, or
+``all``) demands it: then a missing backend is an error, so CI cannot pass by
+skipping.  ``@pytest.mark.skip_backend(Backend.JAX, reason=...)`` skips one
+backend for one test.
+
+GPU cells
+---------
+``@pytest.mark.gpu`` marks a test that needs a visible GPU; it runs where one
+is visible (JAX CUDA, CuPy or PyTorch CUDA) and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import importlib.util
+import os
+
+import pytest
+
+
+class Backend(enum.Enum):
+    """A backend under test: the value is its ``ptycho.backends`` name."""
+
+    NUMPY = "numpy"
+    JAX = "jax"
+    TENSORFLOW = "tensorflow"
+
+    @property
+    def modname(self) -> str:
+        return self.value
+
+    def pytest_param(self):
+        return pytest.param(self, id=self.value)
+
+
+def _demanded() -> set[str]:
+    raw = os.environ.get("PTYCHO_TEST_BACKENDS", "").strip()
+    if not raw:
+        return set()
+    if raw.lower() == "all":
+        return {b.value for b in Backend}
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()}
+    unknown = names - {b.value for b in Backend}
+    if unknown:
+        raise pytest.UsageError(
+            f"PTYCHO_TEST_BACKENDS names unknown backends {sorted(unknown)}; "
+            f"known: {[b.value for b in Backend]}"
+        )
+    return names
+
+
+def _installed(modname: str) -> bool:
+    return importlib.util.find_spec(modname) is not None
+
+
+def pytest_configure(config):
+    missing = sorted(n for n in _demanded() if not _installed(n))
+    if missing:
+        raise pytest.UsageError(
+            f"PTYCHO_TEST_BACKENDS demands {missing}, which cannot be imported here; "
+            "install them (pip install '.[all,test]') or drop them from the variable"
+        )
+
+
+def require_backend(backend: Backend) -> None:
+    """Skip (or, when demanded, fail) if ``backend``'s library is missing."""
+    if _installed(backend.modname):
+        return
+    if backend.value in _demanded():  # pragma: no cover - guarded in pytest_configure
+        pytest.fail(f"backend {backend.value} is demanded by PTYCHO_TEST_BACKENDS but missing")
+    pytest.skip(f"backend {backend.value} is not installed")
+
+
+@pytest.fixture(params=[b.pytest_param() for b in Backend])
+def backend(request) -> Backend:
+    """Each backend in turn; honours ``@pytest.mark.skip_backend(Backend.X, reason=...)``."""
+    b: Backend = request.param
+    for marker in request.node.iter_markers("skip_backend"):
+        skipped = marker.args[0] if marker.args else marker.kwargs.get("backend")
+        if skipped == b or skipped == b.value:
+            pytest.skip(marker.kwargs.get("reason", f"not applicable to {b.value}"))
+    require_backend(b)
+    return b
+
+
+@pytest.fixture
+def tf():
+    """TensorFlow, or a skip/fail as for the tensorflow backend."""
+    require_backend(Backend.TENSORFLOW)
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture
+def jax():
+    """JAX, or a skip/fail as for the jax backend."""
+    require_backend(Backend.JAX)
+    import jax as jax_module
+
+    return jax_module
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_platforms() -> tuple[str, ...]:
+    """Libraries that see a GPU here: any of 'jax', 'cupy', 'torch'."""
+    found = []
+    if _installed("jax"):
+        try:
+            import jax as jax_module
+
+            if any(d.platform == "gpu" for d in jax_module.devices()):
+                found.append("jax")
+        except Exception:
+            pass
+    if _installed("cupy"):
+        try:
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                found.append("cupy")
+        except Exception:
+            pass
+    if _installed("torch"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                found.append("torch")
+        except Exception:
+            pass
+    return tuple(found)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not gpu_platforms():
+        pytest.skip("needs a visible GPU (JAX CUDA, CuPy or PyTorch CUDA)")

@@ -1,0 +1,153 @@
+"""The equivalence matrix.
+
+backend {tensorflow, jax, numpy} x N {32, 64, 128} x gridsize {1, 2, 3}
+x dtype {complex64, complex128} x position regime x object {square, nonsquare}.
+
+References: the legacy per-patch TF loop (ground truth) and, independently,
+SciPy ``map_coordinates``.  TF batched vs the loop must be bit-exact; other
+pairs use the tolerance table in ``tests/helpers.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import Backend, require_backend
+from tests.helpers import assert_close, random_object, scipy_patches
+
+PATCH_SIZES = (32, 64, 128)
+GRIDSIZES = (1, 2, 3)
+DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
+OBJECTS = {"square": (40, 40), "nonsquare": (36, 52)}
+REGIMES = ("interior", "border", "outside", "integer", "half", "f32edge", "negative")
+GROUPS = 2  # groups per cell: B * c patches, enough to mix channels
+
+
+def regime_positions(regime: str, count: int, shape: tuple, N: int, seed: int) -> np.ndarray:
+    """(count, 2) positions (x, y) in object pixels for one regime."""
+    rng = np.random.default_rng(seed)
+    H, W = shape
+    size = np.array([W, H], dtype=np.float64)
+    if regime == "interior":
+        return rng.uniform(0.0, 1.0, (count, 2)) * (size - 1)
+    if regime == "border":
+        # centres within one patch of an edge: the window touches or crosses it
+        edge = rng.integers(0, 2, (count, 2)) * (size - 1)
+        return edge + rng.uniform(-N / 2 - 1, N / 2 + 1, (count, 2))
+    if regime == "outside":
+        # the whole window outside the object (padded by N//2): zero patches
+        side = np.where(rng.integers(0, 2, (count, 2)) == 1, size + N + 1.5, -N - 1.5)
+        return side + rng.uniform(0.0, 3.0, (count, 2))
+    if regime == "integer":
+        return rng.integers(-N // 2, np.array([W, H]) + N // 2, (count, 2)).astype(np.float64)
+    if regime == "half":
+        return rng.integers(-2, np.array([W, H]) + 2, (count, 2)) + 0.5
+    if regime == "f32edge":
+        # just below an integer in float32 (k - 2**-24 * k) and the literal
+        # k + 0.99999994: x + ox rounds up to the next integer for some x
+        k = rng.integers(0, np.array([W, H]), (count, 2)).astype(np.float32)
+        below = np.nextafter(k + np.float32(1), np.float32(0)).astype(np.float64)
+        literal = k.astype(np.float64) + 0.99999994
+        return np.where(rng.integers(0, 2, (count, 1)) == 1, below, literal)
+    if regime == "negative":
+        return -rng.uniform(0.0, N / 2 + 2, (count, 2))
+    raise ValueError(regime)
+
+
+def offsets_for(positions: np.ndarray, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split flat positions (B*c, 2) into PtychoPINN global (B,1,2,1) + local (B,1,2,c)."""
+    rng = np.random.default_rng(seed)
+    B = positions.shape[0] // c
+    channel = positions.reshape(B, c, 2).transpose(0, 2, 1)[:, None]  # (B, 1, 2, c)
+    centre = np.round(channel.mean(axis=3, keepdims=True) + rng.uniform(-1, 1, (B, 1, 2, 1)), 3)
+    return centre, channel - centre
+
+
+CELLS = [
+    pytest.param(N, g, dname, regime, oname, id=f"{dname}-N{N}-g{g}-{regime}-{oname}")
+    for N in PATCH_SIZES
+    for g in GRIDSIZES
+    for dname in DTYPES
+    for regime in REGIMES
+    for oname in OBJECTS
+]
+
+
+@functools.lru_cache(maxsize=None)
+def case(N: int, g: int, dname: str, regime: str, oname: str):
+    """Inputs of one cell: object, PtychoPINN offsets, and flat positions as the engine sees them."""
+    seed = zlib.crc32(f"{N}-{g}-{dname}-{regime}-{oname}".encode())
+    c = g * g
+    image = random_object(OBJECTS[oname], DTYPES[dname], seed)
+    positions = regime_positions(regime, GROUPS * c, OBJECTS[oname], N, seed + 1)
+    global_offsets, local_offsets = offsets_for(positions, c, seed + 2)
+    # the positions exactly as get_image_patches forms them: global + local in float64
+    summed = np.add(global_offsets, local_offsets, dtype=np.float64)
+    flat = summed[:, 0].transpose(0, 2, 1).reshape(-1, 2)
+    return image, global_offsets, local_offsets, flat
+
+
+@functools.lru_cache(maxsize=None)
+def legacy_reference(N: int, g: int, dname: str, regime: str, oname: str) -> np.ndarray:
+    """The legacy loop's (B, N, N, c) patches (TF)."""
+    require_backend(Backend.TENSORFLOW)
+    from ptycho.config.config import ModelConfig
+    from ptycho.raw_data import get_image_patches
+
+    image, glob, loc, _ = case(N, g, dname, regime, oname)
+    config = ModelConfig(N=N, gridsize=g, use_batched_patch_extraction=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return get_image_patches(image, glob, loc, config=config).numpy()
+
+
+@pytest.mark.parametrize("N, g, dname, regime, oname", CELLS)
+def test_matches_legacy_loop(backend, N, g, dname, regime, oname):
+    """TF batched == legacy loop bit for bit; JAX and NumPy within the tolerance table."""
+    image, glob, loc, flat = case(N, g, dname, regime, oname)
+    reference = legacy_reference(N, g, dname, regime, oname)
+    c = g * g
+    expected_shape = (GROUPS, N, N, c)
+    if backend is Backend.TENSORFLOW:
+        from ptycho.config.config import ModelConfig
+        from ptycho.raw_data import get_image_patches
+
+        config = ModelConfig(N=N, gridsize=g, use_batched_patch_extraction=True)
+        got = get_image_patches(image, glob, loc, config=config)
+        assert_close(got, reference, backend="tensorflow", shape=expected_shape, dtype=DTYPES[dname], exact=True)
+    else:
+        from ptycho.backends import extract_patches_grouped
+
+        got = extract_patches_grouped(image, flat, N, channels=c, backend=backend.value)
+        assert_close(got, reference, backend=backend.value, shape=expected_shape, dtype=DTYPES[dname])
+    if regime == "outside":
+        assert not np.any(reference), "a window outside the padded object must be zero"
+
+
+@pytest.mark.parametrize("N, g, dname, regime, oname", CELLS)
+def test_matches_scipy_oracle(backend, N, g, dname, regime, oname):
+    """Every backend agrees with SciPy map_coordinates fed the contract's coordinates."""
+    from ptycho.backends import extract_patches
+
+    image, _, _, flat = case(N, g, dname, regime, oname)
+    real_dtype = np.float64 if dname == "complex128" else np.float32
+    oracle = scipy_patches(image, flat, N, real_dtype=real_dtype)
+    got = extract_patches(image, flat, N, backend=backend.value)
+    assert_close(got, oracle, backend=backend.value, shape=(flat.shape[0], N, N), dtype=DTYPES[dname])
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_backends_bit_identical(backend, dname, regime):
+    """Stronger than the table: with the FMA guard every backend gives the same bits."""
+    from ptycho.backends import extract_patches
+
+    image, _, _, flat = case(32, 2, dname, regime, "nonsquare")
+    numpy_result = extract_patches(image, flat, 32, backend="numpy")
+    got = extract_patches(image, flat, 32, backend=backend.value)
+    assert_close(got, numpy_result, backend=backend.value, dtype=DTYPES[dname], exact=True)
