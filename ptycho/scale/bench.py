@@ -1,0 +1,317 @@
+"""Benchmark of the scale runners: Zarr streaming and Dask (not a test).
+
+Run ``python -m ptycho.scale.bench --help``.  Each measurement runs in its own
+child process so that its peak resident memory (``VmHWM`` from
+``/proc/self/status``) is its own:
+
+- ``memory``: the in-memory engine on a subset of the positions -- one call
+  for the whole subset, and the same subset cut into the streaming chunks
+  (engine only, results dropped);
+- ``zarr-raw`` / ``zarr-default``: every position streamed to a Zarr array
+  without compression / with Zarr's default compressor (Zstandard), then the
+  store deleted;
+- ``dask``: ``dask_extract_patches`` on a ``LocalCluster`` of 1 and of 2
+  single-threaded worker processes (results persisted on the workers), and
+  the scheduling overhead per chunk, measured with chunks so small that the
+  engine time is negligible.
+
+The summary is printed as a table and as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+PHASES = ("memory", "zarr-raw", "zarr-default", "dask")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), in MiB; NaN where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_object(side: int, seed: int = 0) -> np.ndarray:
+    """A smooth complex object (side, side), complex64: amplitude and phase structure."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    amplitude = 0.6 + 0.4 * np.tanh(gaussian_filter(rng.standard_normal((side, side)), 6.0) * 8.0)
+    phase = np.pi * np.tanh(gaussian_filter(rng.standard_normal((side, side)), 12.0) * 12.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def make_positions(count: int, side: int, seed: int = 1) -> np.ndarray:
+    """``count`` uniformly random (x, y) positions inside the object, float64."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, side - 1.0, size=(count, 2))
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Phases (each runs in a child process)
+# ---------------------------------------------------------------------------
+
+
+def phase_memory(args: argparse.Namespace) -> dict:
+    from ptycho.backends import extract_patches
+
+    image = make_object(args.object_side)
+    positions = make_positions(args.in_memory, args.object_side)
+    extract_patches(image, positions[: args.chunk_size], args.N, backend=args.backend)  # warm-up
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for first in range(0, len(positions), args.chunk_size):
+        extract_patches(image, positions[first:first + args.chunk_size], args.N, backend=args.backend)
+    chunked, chunked_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    start, cpu = time.perf_counter(), cpu_seconds()
+    patches = np.asarray(extract_patches(image, positions, args.N, backend=args.backend))
+    whole, whole_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    assert patches.shape == (len(positions), args.N, args.N)
+    return {
+        "patches": len(positions),
+        "one_call_s": whole,
+        "one_call_us_per_patch": whole / len(positions) * 1e6,
+        "chunked_s": chunked,
+        "chunked_us_per_patch": chunked / len(positions) * 1e6,
+        "one_call_cpu_us_per_patch": whole_cpu / len(positions) * 1e6,
+        "chunked_cpu_us_per_patch": chunked_cpu / len(positions) * 1e6,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _phase_zarr(args: argparse.Namespace, compressor: Any) -> dict:
+    from ptycho.scale import extract_to_zarr
+
+    image = make_object(args.object_side)
+    positions = make_positions(args.patches, args.object_side)
+    store = os.path.join(args.work_dir, f"bench-{os.getpid()}.zarr")
+    try:
+        start, cpu = time.perf_counter(), cpu_seconds()
+        array = extract_to_zarr(
+            image, positions, args.N, store, chunk_size=args.chunk_size, backend=args.backend,
+            compressor=compressor, overwrite=True, progress=args.progress,
+        )
+        elapsed, used = time.perf_counter() - start, cpu_seconds() - cpu
+        stored = _dir_bytes(store)
+        logical = int(np.prod(array.shape)) * array.dtype.itemsize
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    return {
+        "patches": len(positions),
+        "seconds": elapsed,
+        "us_per_patch": elapsed / len(positions) * 1e6,
+        "cpu_us_per_patch": used / len(positions) * 1e6,
+        "MB_per_s": logical / elapsed / 1e6,
+        "logical_GB": logical / 1e9,
+        "stored_GB": stored / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def phase_zarr_raw(args: argparse.Namespace) -> dict:
+    return _phase_zarr(args, None)
+
+
+def phase_zarr_default(args: argparse.Namespace) -> dict:
+    return _phase_zarr(args, "default")
+
+
+def _warm_up(N: int, backend: str) -> None:
+    from ptycho.backends import extract_patches
+
+    extract_patches(make_object(64), make_positions(8, 64), N, backend=backend)
+
+
+def phase_dask(args: argparse.Namespace) -> dict:
+    import distributed
+
+    from ptycho.scale import dask_extract_patches
+
+    image = make_object(args.object_side)
+    positions = make_positions(args.dask_patches, args.object_side)
+    # Tiny chunks on a tiny object: each engine call then costs ~0.1 ms (an
+    # engine call copies its object once, into a zero-bordered buffer).
+    tiny_image = make_object(64)
+    tiny_positions = make_positions(args.overhead_chunks * 4, 64)
+    results: dict = {"patches": len(positions)}
+    for workers in (1, 2):
+        with distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+            silence_logs=50,
+        ) as cluster, distributed.Client(cluster) as client:  # default client: wait() needs it
+            # Warm-up on every worker: the first engine call imports the package.
+            client.run(_warm_up, args.N, args.backend)
+
+            array = dask_extract_patches(
+                image, positions, args.N, chunk_size=args.chunk_size, backend=args.backend, client=client,
+            )
+            cpu_before = sum(client.run(cpu_seconds).values())
+            start = time.perf_counter()
+            persisted = client.persist(array)
+            distributed.wait(persisted)
+            elapsed = time.perf_counter() - start
+            workers_cpu = sum(client.run(cpu_seconds).values()) - cpu_before
+            del persisted
+
+            # Scheduling overhead: 4-position chunks of 2 x 2 patches of a
+            # 64 x 64 object cost the engine ~0.1 ms, so the wall time per
+            # chunk is Dask's own cost.
+            tiny = dask_extract_patches(tiny_image, tiny_positions, 2, chunk_size=4, client=client)
+            start = time.perf_counter()
+            tiny_persisted = client.persist(tiny)
+            distributed.wait(tiny_persisted)
+            tiny_elapsed = time.perf_counter() - start
+            del tiny_persisted
+        results[f"workers_{workers}"] = {
+            "seconds": elapsed,
+            "us_per_patch": elapsed / len(positions) * 1e6,
+            "workers_cpu_s": workers_cpu,
+            "cores_busy": workers_cpu / elapsed,
+            "chunks": array.numblocks[0],
+            "overhead_chunks": tiny.numblocks[0],
+            "overhead_ms_per_chunk": tiny_elapsed / tiny.numblocks[0] * 1e3,
+        }
+    # The same tiny chunks in this process with the synchronous scheduler:
+    # the engine's own cost per tiny chunk, to subtract.
+    tiny = dask_extract_patches(tiny_image, tiny_positions, 2, chunk_size=4)
+    start = time.perf_counter()
+    tiny.compute(scheduler="sync")
+    results["sync_ms_per_tiny_chunk"] = (time.perf_counter() - start) / tiny.numblocks[0] * 1e3
+    results["speedup_2_vs_1"] = results["workers_1"]["seconds"] / results["workers_2"]["seconds"]
+    return results
+
+
+_RUNNERS = {
+    "memory": phase_memory,
+    "zarr-raw": phase_zarr_raw,
+    "zarr-default": phase_zarr_default,
+    "dask": phase_dask,
+}
+
+
+# ---------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ptycho.scale.bench",
+        description="Benchmark Zarr streaming and Dask runs of the patch engine.",
+        epilog=(
+            "examples:\n"
+            "  python -m ptycho.scale.bench                       # 10^6 patches, N=32\n"
+            "  python -m ptycho.scale.bench --patches 250000 --phases memory zarr-raw\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--patches", type=int, default=1_000_000, help="positions streamed to Zarr (default 10^6)")
+    parser.add_argument("--N", type=int, default=32, help="patch side (default 32)")
+    parser.add_argument("--chunk-size", type=int, default=4096, help="positions per chunk (default 4096)")
+    parser.add_argument("--object-side", type=int, default=2048, help="object is side x side (default 2048)")
+    parser.add_argument("--in-memory", type=int, default=30_000,
+                        help="positions of the in-memory baseline (one call; default 30000, ~1.5 GB)")
+    parser.add_argument("--dask-patches", type=int, default=100_000, help="positions of the Dask runs")
+    parser.add_argument("--overhead-chunks", type=int, default=500, help="tiny chunks for the overhead")
+    parser.add_argument("--backend", default="numpy", help="engine backend (default numpy)")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--work-dir", default=None,
+                        help="where the Zarr stores go (default: a temporary directory in the current one)")
+    parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # child process mode
+    return parser
+
+
+def _run_child(phase: str, argv: list, work_dir: str) -> dict:
+    cmd = [sys.executable, "-m", "ptycho.scale.bench", *argv, "--phase", phase, "--work-dir", work_dir]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"phase {phase} failed with exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _report(args: argparse.Namespace, results: dict) -> None:
+    print(f"N={args.N}  chunk={args.chunk_size}  object={args.object_side}^2  backend={args.backend}  "
+          f"cpus={os.cpu_count()}  load1={os.getloadavg()[0]:.2f}")
+    memory = results.get("memory")
+    if memory:
+        print(f"in-memory engine, {memory['patches']} patches: one call {memory['one_call_us_per_patch']:.1f} us/patch "
+              f"(cpu {memory['one_call_cpu_us_per_patch']:.1f}), chunked {memory['chunked_us_per_patch']:.1f} us/patch "
+              f"(cpu {memory['chunked_cpu_us_per_patch']:.1f}), peak {memory['peak_rss_mb']:.0f} MiB")
+    for phase in ("zarr-raw", "zarr-default"):
+        z = results.get(phase)
+        if not z:
+            continue
+        ratio = f", {z['us_per_patch'] / memory['chunked_us_per_patch']:.2f}x chunked in-memory" if memory else ""
+        print(f"{phase}: {z['patches']} patches in {z['seconds']:.1f} s = {z['us_per_patch']:.1f} us/patch "
+              f"(cpu {z['cpu_us_per_patch']:.1f}) "
+              f"({z['MB_per_s']:.0f} MB/s{ratio}), {z['logical_GB']:.2f} GB -> {z['stored_GB']:.2f} GB on disk, "
+              f"peak {z['peak_rss_mb']:.0f} MiB")
+    d = results.get("dask")
+    if d:
+        for workers in (1, 2):
+            w = d[f"workers_{workers}"]
+            print(f"dask LocalCluster {workers} worker(s): {d['patches']} patches in {w['seconds']:.1f} s = "
+                  f"{w['us_per_patch']:.1f} us/patch, workers' CPU {w['workers_cpu_s']:.1f} s "
+                  f"({w['cores_busy']:.2f} cores busy); {w['overhead_ms_per_chunk']:.2f} ms per tiny chunk")
+        print(f"dask 2 vs 1 workers: {d['speedup_2_vs_1']:.2f}x; engine alone per tiny chunk "
+              f"{d['sync_ms_per_tiny_chunk']:.3f} ms")
+    print(json.dumps(results))
+
+
+def main(argv: list | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.phase is not None:
+        result = _RUNNERS[args.phase](args)
+        print(json.dumps(result))
+        return 0
+
+    own_dir = args.work_dir is None
+    work_dir = tempfile.mkdtemp(prefix="ptycho-bench-", dir=".") if own_dir else args.work_dir
+    child_argv = [a for a in argv if a != "--work-dir" and a != args.work_dir]
+    results: dict = {}
+    try:
+        for phase in args.phases:
+            print(f"running {phase} ...", file=sys.stderr, flush=True)
+            results[phase] = _run_child(phase, child_argv, work_dir)
+    finally:
+        if own_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    _report(args, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

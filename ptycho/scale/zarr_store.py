@@ -1,0 +1,440 @@
+"""Stream patches into a Zarr v3 array, chunk by chunk, resumable after a kill.
+
+The output array is cut along its first axis (patches, or groups in channel
+layout) into chunks of whole groups; each chunk is one engine call and one
+Zarr chunk.  Memory stays bounded by a couple of chunks whatever the number of
+positions: the engine computes chunk i + 1 while a writer thread stores chunk i.
+
+Resuming
+--------
+The array's attributes record the inputs (a sha256 of the positions and of
+the object, N, channels, chunk size, ...) and ``completed_chunks``, the ids of
+the chunks whose data are stored, as ``[first, stop)`` ranges (chunks finish
+in order, so the record stays a single range and rewriting it stays cheap
+however many chunks there are).  A chunk id is recorded only after its data
+are written, and both writes are atomic on a local store (Zarr writes a
+temporary file and renames it), so after a kill every recorded chunk is
+complete; a restart with the same inputs computes only the others and ends
+with the array an uninterrupted run writes.  Other inputs are refused (unless
+``overwrite=True``): patches from two different jobs never mix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ptycho import _validate
+from ptycho.scale import _plan
+
+__all__ = ["extract_to_zarr", "grouped_to_zarr"]
+
+#: ``format`` attribute of the arrays and groups written here.
+FORMAT = "ptycho-patches/1"
+
+#: Attributes that define the data: a resumed run must match them all.
+_IDENTITY = (
+    "format", "N", "channels", "channel_axis", "chunk_size", "interpolation", "padding",
+    "n_positions", "positions_sha256", "image_sha256", "dtype", "shape",
+)
+
+
+def _zarr() -> Any:
+    return _plan.require("zarr")
+
+
+def _compressors(compressor: Any) -> Any:
+    """Zarr's ``compressors`` argument for our ``compressor`` argument."""
+    if compressor is None:
+        return None
+    if isinstance(compressor, str):
+        if compressor == "default":
+            return "auto"
+        raise ValueError(f"compressor must be 'default', None or a Zarr codec, got {compressor!r}")
+    return compressor
+
+
+def _describe_store(store: Any, path: Optional[str]) -> str:
+    where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else repr(store)
+    return f"{where}/{path}" if path else where
+
+
+def _open_existing(store: Any, path: Optional[str]) -> Any:
+    """The array at ``store``/``path``, None when nothing is there.
+
+    Raises ValueError when a Zarr node that is not an array is there.
+    """
+    zarr = _zarr()
+    try:
+        node = zarr.open(store=store, path=path or "", mode="r+")
+    except (FileNotFoundError, KeyError):
+        return None
+    if not isinstance(node, zarr.Array):
+        raise ValueError(
+            f"store: expected a Zarr array (or nothing) at {_describe_store(store, path)}, "
+            f"found a {type(node).__name__}; pass overwrite=True to replace it"
+        )
+    return node
+
+
+def _chunk_ranges(ids: set) -> list:
+    """Chunk ids {0, 1, 2, 5} -> ranges [[0, 3], [5, 6]] (JSON-friendly, compact)."""
+    ranges: list = []
+    for i in sorted(ids):
+        if ranges and ranges[-1][1] == i:
+            ranges[-1][1] = i + 1
+        else:
+            ranges.append([i, i + 1])
+    return ranges
+
+
+def _chunk_ids(ranges: Any) -> set:
+    """Inverse of :func:`_chunk_ranges`."""
+    return {i for first, stop in ranges for i in range(int(first), int(stop))}
+
+
+def _identity(plan: _plan.Plan) -> dict:
+    return {
+        "format": FORMAT,
+        "N": plan.N,
+        "channels": plan.channels,
+        "channel_axis": plan.channel_axis,
+        "chunk_size": plan.chunk_patches,
+        "interpolation": plan.interpolation,
+        "padding": plan.padding,
+        "n_positions": plan.n_positions,
+        "positions_sha256": _plan.positions_hash(plan.positions),
+        "image_sha256": _plan.image_hash(plan.image, plan.dtype),
+        "dtype": plan.dtype.name,
+        "shape": list(plan.shape),
+    }
+
+
+def _check_resumable(array: Any, identity: dict, where: str) -> None:
+    attrs = dict(array.attrs)
+    differ = [
+        f"{key}: stored {attrs.get(key)!r}, now {identity[key]!r}"
+        for key in _IDENTITY
+        if attrs.get(key) != identity[key]
+    ]
+    if differ:
+        raise ValueError(
+            f"store: the array at {where} was written from other inputs, so it cannot be resumed "
+            f"({'; '.join(differ)}); pass overwrite=True to replace it"
+        )
+
+
+def extract_to_zarr(
+    image: Any,
+    positions: Any,
+    N: int,
+    store: Any,
+    *,
+    channels: int = 1,
+    chunk_size: int = 4096,
+    backend: str = "numpy",
+    compressor: Any = "default",
+    overwrite: bool = False,
+    progress: bool = False,
+    channel_axis: Optional[bool] = None,
+    interpolation: str = "bilinear",
+    padding: Optional[int] = None,
+    path: Optional[str] = None,
+    on_chunk: Optional[Callable[[int], None]] = None,
+) -> Any:
+    """Cut the patches at ``positions`` into a Zarr v3 array, one chunk at a time.
+
+    Parameters
+    ----------
+    image : array (H, W)
+        The object, complex64/complex128 (real input is treated as complex).
+    positions : array (P, 2)
+        (x, y) in object pixels; position ``b*c + k`` is channel k of group b.
+    N : int
+        Patch side in pixels.
+    store : str, os.PathLike, zarr store or zarr.Group
+        Where the array goes (a directory path ends up as a local Zarr store).
+    channels : int
+        c; P must be a multiple of c.
+    chunk_size : int
+        Positions per chunk (one engine call, one Zarr chunk), rounded down to
+        whole groups (a multiple of c, at least c).  Memory use is a few
+        chunks: about 60 kB per position at N = 32 on NumPy.
+    backend : {'numpy', 'jax', 'tensorflow'}
+        Engine (all give the same values bit for bit).
+    compressor : 'default', None or a Zarr codec
+        'default' is Zarr's default compressor (Zstandard); None stores raw bytes.
+    overwrite : bool
+        Replace whatever is at ``store``/``path``.  Without it, an array there
+        written from the same inputs is resumed, and anything else is refused.
+    progress : bool
+        tqdm progress bar on stderr.
+    channel_axis : bool, optional
+        Output (P // c, N, N, c) when True, (P, N, N) when False (c == 1);
+        default: True exactly when c > 1.
+    interpolation : {'bilinear', 'nearest'}
+    padding : int, optional
+        Zero padding of the reference definition; default N // 2.
+    path : str, optional
+        Path of the array inside ``store`` (required when ``store`` is a group).
+    on_chunk : callable, optional
+        Called with the chunk id after that chunk's data and its record are
+        stored (from the writer thread).
+
+    Returns
+    -------
+    zarr.Array
+        (P, N, N) or (P // c, N, N, c), complex64 (complex128 for a
+        complex128/float64 object), chunked along the first axis, with
+        attributes ``N``, ``channels``, ``gridsize``, ``backend``,
+        ``ptycho_version``, ``positions_sha256``, ``image_sha256``,
+        ``chunk_size``, ``completed_chunks`` (ranges ``[first, stop)`` of
+        chunk ids) and ``complete``.
+
+    Raises
+    ------
+    ValueError
+        An array from other inputs (or another kind of node) is at
+        ``store``/``path`` and ``overwrite`` is False; or a bad argument.
+    """
+    import ptycho
+    from ptycho.backends import _canonical
+
+    zarr = _zarr()
+    plan = _plan.make_plan(
+        image, positions, N, channels=channels, chunk_size=chunk_size,
+        channel_axis=channel_axis, interpolation=interpolation, padding=padding,
+    )
+    backend = _canonical(backend)
+    compressors = _compressors(compressor)
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if isinstance(store, zarr.Group):
+        if not path:
+            raise ValueError("path: expected the name of the array inside the zarr.Group given as store, got None")
+        store, path = store.store, f"{store.path}/{path}".strip("/")
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    where = _describe_store(store, path)
+    identity = _identity(plan)
+
+    array = None if overwrite else _open_existing(store, path)
+    if array is not None:
+        _check_resumable(array, identity, where)
+    else:
+        attributes = dict(
+            identity,
+            gridsize=_plan.gridsize_of(plan.channels),
+            backend=backend,
+            ptycho_version=ptycho.__version__,
+            completed_chunks=[],
+            complete=False,
+        )
+        array = zarr.create_array(
+            store=store, name=path, shape=plan.shape, chunks=plan.chunks, dtype=plan.dtype,
+            compressors=compressors, fill_value=0, attributes=attributes,
+            overwrite=bool(overwrite),
+        )
+
+    done = _chunk_ids(array.attrs.get("completed_chunks", []))
+    todo = [i for i in range(plan.n_chunks) if i not in done]
+    if todo:
+        _stream(array, plan, todo, done, backend=backend, progress=progress, on_chunk=on_chunk)
+    if not array.attrs.get("complete", False):
+        array.attrs.update({"complete": True})
+    return array
+
+
+def _stream(
+    array: Any,
+    plan: _plan.Plan,
+    todo: list,
+    done: set,
+    *,
+    backend: str,
+    progress: bool,
+    on_chunk: Optional[Callable[[int], None]],
+) -> None:
+    """Compute the chunks ``todo`` in order; a writer thread stores each one.
+
+    At most one chunk waits for the writer while the next is computed, so
+    memory holds two chunks plus the engine's working set.  The chunk id joins
+    ``completed_chunks`` only after its data are stored.
+    """
+    from tqdm import tqdm
+
+    def store_chunk(chunk: int, block: np.ndarray) -> None:
+        array[plan.rows(chunk)] = block
+        done.add(chunk)
+        array.attrs.update({"completed_chunks": _chunk_ranges(done)})
+        if on_chunk is not None:
+            on_chunk(chunk)
+
+    completed_positions = sum(
+        plan.bounds(i)[1] - plan.bounds(i)[0] for i in done if i < plan.n_chunks
+    )
+    pending: Optional[Future] = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptycho-zarr-writer") as writer, tqdm(
+        total=plan.n_positions, initial=completed_positions, unit="patch", unit_scale=True,
+        desc="patches -> zarr", file=sys.stderr, disable=not progress, leave=False,
+    ) as bar:
+        try:
+            for chunk in todo:
+                start, stop = plan.bounds(chunk)
+                block = _plan.extract_block(
+                    plan.image, plan.positions[start:stop], N=plan.N, channels=plan.channels,
+                    channel_axis=plan.channel_axis, backend=backend,
+                    interpolation=plan.interpolation, padding=plan.padding,
+                    pad_to=plan.chunk_patches,
+                )
+                if pending is not None:
+                    pending.result()  # re-raises a failed write here
+                    bar.update(previous)
+                pending = writer.submit(store_chunk, chunk, block)
+                previous = stop - start
+            if pending is not None:
+                pending.result()
+                bar.update(previous)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+
+def _write_small(group: Any, name: str, value: np.ndarray, rows: int) -> None:
+    """Store ``value`` as ``group[name]``, chunked by ``rows`` along axis 0 (replacing any)."""
+    if value.ndim and value.shape[0]:
+        chunks = (max(1, min(rows, value.shape[0])),) + value.shape[1:]
+    else:
+        chunks = None
+    array = group.create_array(name, shape=value.shape, chunks=chunks, dtype=value.dtype, overwrite=True)
+    array[...] = value
+
+
+def _fields_hash(fields: dict) -> str:
+    """One sha256 over every field's name and :func:`_plan.sha256_of`."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(fields):
+        digest.update(f"{name}={_plan.sha256_of(np.asarray(fields[name]))};".encode())
+    return digest.hexdigest()
+
+
+def _json_value(value: Any) -> Any:
+    """An int-like setting (K, nsamples, seed) as a JSON attribute: int, None or its repr."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return repr(value)
+
+
+def grouped_to_zarr(
+    raw: Any,
+    out_path: Any,
+    *,
+    N: int,
+    gridsize: int,
+    K: Optional[int] = None,
+    nsamples: Optional[int] = None,
+    seed: Any = None,
+    backend: str = "numpy",
+    batch_size: Optional[int] = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> None:
+    """Group a scan and write the grouped dataset to a Zarr v3 group, streaming ``Y``.
+
+    The Zarr counterpart of :meth:`ptycho.dataset.RawData.generate_grouped_data`
+    for outputs larger than memory: the same arrays under the same names,
+    ``Y`` (G, N, N, c) computed and written ``batch_size`` patches at a time.
+
+    Parameters
+    ----------
+    raw : ptycho.dataset.RawData
+        The scan; ``raw.objectGuess`` is the object ``Y`` is cut from.
+    out_path : str or os.PathLike
+        Directory of the Zarr group (conventionally ``*.zarr``).
+    N, gridsize, K, nsamples, seed
+        As for ``generate_grouped_data``; same seed, same groups.
+    backend : {'numpy', 'jax', 'tensorflow'}
+        Engine for ``Y``.
+    batch_size : int, optional
+        Patches per chunk of ``Y`` (one engine call each), rounded down to
+        whole groups (at least one); default 4096, as for
+        ``generate_grouped_data``.
+    overwrite : bool
+        Replace an existing group.  Without it, a group written by the same
+        call is resumed (``Y``'s complete chunks are kept) and one from other
+        inputs is refused.
+    progress : bool
+        tqdm progress bar on stderr.
+
+    Notes
+    -----
+    The group holds every field of ``raw.grouped_fields`` (``coords_nn``,
+    ``coords_offsets``, ``coords_relative``, ``nn_indices``, ``diffraction``,
+    ...) and ``Y``; its attributes hold N, gridsize, K, nsamples, seed,
+    backend, the package version, ``fields_sha256`` (recorded once every field
+    but ``Y`` is stored) and ``complete`` once ``Y`` is done.
+    """
+    import ptycho
+
+    zarr = _zarr()
+    if not isinstance(out_path, (str, os.PathLike)):
+        raise TypeError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__}")
+    out_path = os.fspath(out_path)
+    N = _validate.patch_size(N)
+    fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
+    obj = _plan.object_of(raw)
+    c = int(gridsize) ** 2
+    positions = _plan.grouped_positions(fields, c)
+    chunk_patches = _plan.patches_per_chunk(batch_size, c)
+
+    settings = {
+        "format": FORMAT, "N": N, "gridsize": _validate.positive_int(gridsize, "gridsize"),
+        "K": _json_value(K), "nsamples": _json_value(nsamples),
+        "seed": _json_value(seed),
+    }
+    if overwrite:
+        group = zarr.open_group(out_path, mode="w")
+    else:
+        try:
+            group = zarr.open_group(out_path, mode="a")
+        except Exception as exc:  # a Zarr array or a non-Zarr file sits there
+            raise ValueError(
+                f"out_path: expected a Zarr group (or nothing) at {out_path}; pass overwrite=True "
+                f"to replace it ({exc})"
+            ) from exc
+        stored = {key: group.attrs.get(key) for key in settings}
+        if group.attrs.get("format") is not None and stored != settings:
+            raise ValueError(
+                f"out_path: the group at {out_path} was written with other settings ({stored}, now "
+                f"{settings}); pass overwrite=True to replace it"
+            )
+    group.attrs.update(dict(settings, backend=backend, ptycho_version=ptycho.__version__))
+
+    # The small fields are all written, then their hash recorded: a run
+    # killed among them rewrites them on resume; fields from another scan
+    # (same settings, other data) are refused.
+    fields_hash = _fields_hash(fields)
+    stored_hash = group.attrs.get("fields_sha256")
+    if stored_hash is not None and stored_hash != fields_hash:
+        raise ValueError(
+            f"out_path: the group at {out_path} holds grouped fields of other data (another scan "
+            f"with the same settings); pass overwrite=True to replace it"
+        )
+    if stored_hash is None:
+        rows = chunk_patches // c
+        for name, value in fields.items():
+            _write_small(group, name, np.asarray(value), rows)
+        group.attrs.update({"fields_sha256": fields_hash})
+    extract_to_zarr(
+        obj, positions, N, group, path="Y", channels=c, chunk_size=chunk_patches,
+        backend=backend, overwrite=bool(overwrite), progress=progress, channel_axis=True,
+    )
+    group.attrs.update({"complete": True})
