@@ -368,3 +368,28 @@ def test_benchmark_script_runs_at_a_tiny_size(tmp_path, capsys):
     assert summary["zarr-raw"]["logical_GB"] == pytest.approx(96 * 8 * 8 * 8 / 1e9)
     assert summary["zarr-raw"]["peak_rss_mb"] > 0
     assert list(tmp_path.iterdir()) == []  # the store is deleted after the measurement
+
+
+def test_grouped_overwrite_keeps_old_output_until_new_one_is_complete(tmp_path, monkeypatch):
+    """A failing overwrite leaves the previous store intact (issue 6)."""
+    pytest.importorskip("zarr")
+    import zarr
+
+    from ptycho.scale import grouped_to_zarr
+    from ptycho.scale import zarr_store
+    from ptycho.simulate import simulate_dataset
+
+    raw = simulate_dataset(object_shape=(48, 48), N=16, n_positions=12, seed=1)
+    out = tmp_path / "g.zarr"
+    grouped_to_zarr(raw, out, N=16, gridsize=1, backend="numpy")
+    before = np.asarray(zarr.open_group(str(out), mode="r")["Y"][:])
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("engine failed midway")
+
+    monkeypatch.setattr(zarr_store, "extract_to_zarr", boom)
+    with pytest.raises(RuntimeError, match="midway"):
+        grouped_to_zarr(raw, out, N=16, gridsize=1, backend="numpy", overwrite=True)
+    after = np.asarray(zarr.open_group(str(out), mode="r")["Y"][:])
+    np.testing.assert_array_equal(after, before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.zarr"]

@@ -388,6 +388,19 @@ def grouped_to_zarr(
     if not isinstance(out_path, (str, os.PathLike)):
         raise TypeError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__}")
     out_path = os.fspath(out_path)
+    if overwrite and os.path.exists(out_path):
+        # Never destroy the old output before the new one is complete: build
+        # the new group in a temporary sibling, then swap it into place.
+        from ptycho._io import atomic_write
+
+        def write_new(tmp_path: Any) -> None:
+            grouped_to_zarr(
+                raw, tmp_path, N=N, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed,
+                backend=backend, batch_size=batch_size, overwrite=False, progress=progress,
+            )
+
+        atomic_write(out_path, write_new, overwrite=True)
+        return
     N = _validate.patch_size(N)
     fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
     obj = _plan.object_of(raw)
