@@ -3,12 +3,25 @@
 Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError``
 (right kind, wrong value) with a message naming the argument, what was
 expected and what was received, before any array reaches TensorFlow or XLA.
+
+Decisions (documented in ``docs/BAD_INPUTS.md``):
+
+- objects may be real or complex, integer or floating; real input is treated
+  as complex with zero imaginary part.  Boolean, string and object arrays are
+  refused: a mask is not an object, and silently reading True as 1 hides a
+  mistake.
+- positions and offsets must be real (integer or floating), finite, and
+  representable in the working precision (float32 for a complex64 object):
+  a finite float64 position such as 1e39 would become infinite in float32 and
+  turn a patch into NaN instead of zeros.
+- non-finite *object* values are accepted: they are data, and they propagate
+  to exactly the patches whose bilinear stencil touches them.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -16,16 +29,33 @@ INTERPOLATIONS = ("bilinear", "nearest")
 
 
 def _describe(x: Any) -> str:
+    """Short, deterministic description of a received value for error messages."""
+    if x is None:
+        return "None"
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
-    if shape is not None:
-        return f"{type(x).__name__} of shape {tuple(shape)} and dtype {dtype}"
-    return f"{type(x).__name__} {x!r}"[:120]
+    if shape is not None and dtype is not None:
+        try:
+            return f"{type(x).__name__} of shape {tuple(shape)} and dtype {dtype}"
+        except TypeError:  # symbolic shapes with unknown dimensions
+            return f"{type(x).__name__} of shape {shape} and dtype {dtype}"
+    text = repr(x)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(x).__name__} {text}"
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def positive_int(value: Any, name: str) -> int:
-    """``value`` as a Python int > 0 (integral floats such as 64.0 are refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    """``value`` as a Python int > 0.
+
+    Booleans and floats (even integral ones such as 64.0) are refused: a
+    float patch size is almost always a computed value that went wrong.
+    """
+    if not _is_integer(value):
         raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
     if int(value) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {int(value)}")
@@ -33,41 +63,101 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def non_negative_int(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    """``value`` as a Python int >= 0 (booleans and floats refused)."""
+    if not _is_integer(value):
         raise TypeError(f"{name} must be a non-negative integer, got {_describe(value)}")
     if int(value) < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {int(value)}")
     return int(value)
 
 
+def optional_positive_int(value: Any, name: str) -> Optional[int]:
+    """None, or a positive integer (see :func:`positive_int`)."""
+    if value is None:
+        return None
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be None or a positive integer, got {_describe(value)}")
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be None or a positive integer, got {int(value)}")
+    return int(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean switch: ``bool``, ``np.bool_`` or the integers 0 and 1.
+
+    Strings are refused because ``bool("False")`` is True.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if _is_integer(value) and int(value) in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+
+
 def patch_size(N: Any) -> int:
+    """The patch side ``N``: a positive integer."""
     return positive_int(N, "N")
 
 
 def interpolation(value: Any) -> str:
-    if value not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {value!r}")
+    """One of :data:`INTERPOLATIONS`."""
+    if not isinstance(value, str) or value not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}, got {_describe(value)}"
+        )
     return value
 
 
+def size_pair(value: Any, name: str) -> Tuple[int, int]:
+    """A window size (h, w) of two positive integers."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a pair (height, width) of positive integers, got {_describe(value)}")
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a pair (height, width) of positive integers, got {_describe(value)}"
+        ) from None
+    if len(items) != 2:
+        raise ValueError(
+            f"{name} must be a pair (height, width) of positive integers, got {len(items)} values {tuple(items)!r}"
+        )
+    return positive_int(items[0], f"{name}[0]"), positive_int(items[1], f"{name}[1]")
+
+
 def to_numpy(x: Any, name: str) -> np.ndarray:
-    """Any array-like (NumPy, JAX, TF, list) as a NumPy array, without copying NumPy input."""
+    """Any array-like (NumPy, JAX, TF, nested list) as a NumPy array.
+
+    NumPy input is returned as is (no copy).  ``None`` and ragged sequences
+    are refused with a message naming ``name``.
+    """
     if isinstance(x, np.ndarray):
         return x
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
     if hasattr(x, "numpy") and callable(x.numpy):  # tf.Tensor, tf.Variable
         try:
             return np.asarray(x.numpy())
-        except Exception:  # pragma: no cover - symbolic tensors
+        except Exception:  # pragma: no cover - symbolic tensors fall through
             pass
     try:
         return np.asarray(x)
-    except Exception as exc:
-        raise TypeError(f"{name} must be an array, got {_describe(x)}") from exc
+    except Exception as exc:  # ragged nesting, symbolic tensors, exotic objects
+        raise TypeError(
+            f"{name} must be an array (a rectangular, numeric nesting of sequences), "
+            f"got {_describe(x)}"
+        ) from exc
 
 
-def numeric_dtype(arr: np.ndarray, name: str) -> None:
+def numeric_dtype(arr: np.ndarray, name: str, *, real: bool = False) -> None:
+    """Refuse booleans, strings, objects (and complex numbers when ``real``)."""
     kind = arr.dtype.kind
-    if kind not in "iufc":
+    if real:
+        if kind not in "iuf":
+            raise TypeError(
+                f"{name} must have a real numeric dtype (integer or floating), got dtype {arr.dtype}"
+            )
+    elif kind not in "iufc":
         raise TypeError(
             f"{name} must have a real or complex numeric dtype, got dtype {arr.dtype}"
         )
@@ -86,16 +176,53 @@ def image_2d(image: Any, name: str = "image") -> np.ndarray:
     return arr
 
 
-def finite(arr: np.ndarray, name: str) -> None:
-    if arr.size and not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
+def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:
+    """Refuse NaN/inf; with ``dtype`` (a float dtype) also values that overflow it.
+
+    The second check is about the working precision: positions are computed
+    in the object's real precision, and a float64 value beyond the float32
+    range would become infinite there.
+    """
+    if not arr.size:
+        return
+    if arr.dtype.kind in "fc":
+        bad_mask = ~np.isfinite(arr)
+        if bad_mask.any():
+            bad = np.argwhere(bad_mask)[0]
+            raise ValueError(
+                f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+            )
+    if dtype is None:
+        return
+    limit = float(np.finfo(dtype).max)
+    magnitude = np.abs(arr.astype(np.float64, copy=False))
+    over = magnitude > limit
+    if over.any():
+        bad = np.argwhere(over)[0]
         raise ValueError(
-            f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+            f"{name} must lie within the {np.dtype(dtype).name} range (|value| <= {limit:.7g}) "
+            f"of the computation; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
         )
 
 
-def positions_2d(positions: Any, name: str = "positions", *, channels: int = 1, xp: Optional[Any] = None) -> np.ndarray:
-    """Positions (P, 2) in (x, y), finite, real; P a multiple of ``channels``."""
+def working_real_dtype(dtype: Any) -> type:
+    """float64 for float64/complex128 objects, float32 for everything else."""
+    return np.float64 if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)) else np.float32
+
+
+def positions_2d(
+    positions: Any,
+    name: str = "positions",
+    *,
+    channels: int = 1,
+    xp: Optional[Any] = None,
+    dtype: Any = None,
+) -> np.ndarray:
+    """Positions (P, 2) in (x, y): real, finite, P a multiple of ``channels``.
+
+    ``dtype`` is the working real dtype (float32 or float64): values must be
+    representable in it.
+    """
     if positions is None:
         raise TypeError(f"{name} must be an array of shape (P, 2) holding (x, y), got None")
     if xp is not None and not isinstance(positions, np.ndarray):
@@ -105,15 +232,15 @@ def positions_2d(positions: Any, name: str = "positions", *, channels: int = 1, 
             raise ValueError(f"{name} must have shape (P, 2) holding (x, y), got shape {shape}")
         return positions
     arr = to_numpy(positions, name)
-    numeric_dtype(arr, name)
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
+    numeric_dtype(arr, name, real=True)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"{name} must have shape (P, 2) holding (x, y), got shape {arr.shape}")
     if arr.shape[0] % channels:
         raise ValueError(
-            f"{name}: the number of positions ({arr.shape[0]}) must be a multiple of the "
-            f"channel count c = {channels}"
+            f"{name}: the number of positions must be a multiple of the channel count "
+            f"c = {channels}, got {arr.shape[0]} positions"
         )
-    finite(arr, name)
+    finite(arr, name, dtype=dtype)
     return arr

@@ -10,7 +10,7 @@ translate-then-slice production path) are the same function of
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -38,36 +38,58 @@ def _compiled(interpolation: str, output_size: tuple, channels: int, jit: bool):
     return tf.function(run, jit_compile=True) if jit else run
 
 
-def _check_images(images: Any) -> tf.Tensor:
-    images = tf.convert_to_tensor(images)
+def _to_tensor(value: Any, name: str, expected: str) -> tf.Tensor:
+    """``tf.convert_to_tensor`` with an error that names the argument."""
+    if value is None:
+        raise TypeError(f"{name} must be {expected}, got None")
+    try:
+        return tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be {expected}, got {_validate._describe(value)}") from exc
+
+
+def _check_images(images: Any, name: str = "images") -> tf.Tensor:
+    images = _to_tensor(images, name, "a 4-D numeric tensor (batch, height, width, channels)")
     if images.shape.rank != 4:
         raise ValueError(
-            f"images must be 4-D (batch, height, width, channels), got shape {tuple(images.shape)}"
+            f"{name} must be 4-D (batch, height, width, channels), got shape {tuple(images.shape)}"
         )
     if not (images.dtype.is_floating or images.dtype.is_complex or images.dtype.is_integer):
-        raise TypeError(f"images must have a real or complex numeric dtype, got {images.dtype.name}")
+        raise TypeError(f"{name} must have a real or complex numeric dtype, got {images.dtype.name}")
     if images.shape[1] == 0 or images.shape[2] == 0:
-        raise ValueError(f"images must have non-empty height and width, got shape {tuple(images.shape)}")
+        raise ValueError(f"{name} must have non-empty height and width, got shape {tuple(images.shape)}")
     return images
 
 
-def _check_translations(translations: Any, real_dtype: tf.DType, batch: int, channels: int) -> tf.Tensor:
-    t = tf.convert_to_tensor(translations)
+def _check_translations(
+    translations: Any,
+    real_dtype: tf.DType,
+    batch: Optional[int],
+    channels: int,
+    name: str = "translations",
+    images_name: str = "images",
+) -> tf.Tensor:
+    t = _to_tensor(translations, name, "a real tensor of shape (batch, 2) holding (tx, ty)")
     if t.dtype.is_complex or not (t.dtype.is_floating or t.dtype.is_integer):
-        raise TypeError(f"translations must be real (tx, ty) pixels, got dtype {t.dtype.name}")
-    t = tf.cast(t, real_dtype)
+        raise TypeError(f"{name} must be real (tx, ty) pixels, got dtype {t.dtype.name}")
     if t.shape.rank != 2 or t.shape[1] != 2:
-        raise ValueError(f"translations must have shape (batch, 2) holding (tx, ty), got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must have shape (batch, 2) holding (tx, ty), got shape {tuple(t.shape)}")
+    if tf.executing_eagerly():
+        # checked before the cast, so the message shows the value the caller passed
+        _validate.finite(t.numpy(), name, dtype=real_dtype.as_numpy_dtype)
+    t = tf.cast(t, real_dtype)
     n = t.shape[0]
-    if batch not in (1, n):
+    # inside a traced graph either size may be unknown (None): check only known sizes
+    if batch is not None and n is not None and batch not in (1, n):
         raise ValueError(
-            f"images batch ({batch}) must be 1 (shared by all translations) or equal the "
-            f"number of translations ({n})"
+            f"{images_name} batch ({batch}) must be 1 (shared by all translations) or equal the "
+            f"number of {name} ({n})"
         )
     if n is not None and n % channels:
-        raise ValueError(f"the number of translations ({n}) must be a multiple of channels ({channels})")
-    if tf.executing_eagerly():
-        _validate.finite(t.numpy(), "translations")
+        raise ValueError(
+            f"{name}: the number of translations must be a multiple of channels = {channels}, "
+            f"got {n} translations"
+        )
     return t
 
 
@@ -103,21 +125,35 @@ def translate_xla(
     tf.Tensor (P, h, w, C) -- or (P // channels, h, w, channels) -- of the
     input's dtype (real input gives a real result).
     """
+    return _translate(images, translations, interpolation, use_jit, output_size, channels)
+
+
+def _translate(
+    images: Any,
+    translations: Any,
+    interpolation: str,
+    use_jit: bool,
+    output_size: Optional[Sequence[int]],
+    channels: int,
+    names: Tuple[str, str] = ("images", "translations"),
+) -> tf.Tensor:
+    """:func:`translate_xla`; ``names`` are the caller's names of the two arrays for messages."""
     interpolation = _validate.interpolation(interpolation)
     channels = _validate.positive_int(channels, "channels")
-    images = _check_images(images)
+    use_jit = _validate.flag(use_jit, "use_jit")
+    images = _check_images(images, names[0])
     batch, height, width, depth = images.shape
     if output_size is None:
         output_size = (height, width)
-    out_h, out_w = (_validate.positive_int(v, "output_size") for v in output_size)
+    out_h, out_w = _validate.size_pair(output_size, "output_size")
     real_input = not images.dtype.is_complex
     if images.dtype in (tf.float64, tf.complex128):
         cdtype, rdtype = tf.complex128, tf.float64
     else:
         cdtype, rdtype = tf.complex64, tf.float32
-    t = _check_translations(translations, rdtype, batch, channels)
+    t = _check_translations(translations, rdtype, batch, channels, name=names[1], images_name=names[0])
     if depth != 1 and channels != 1:
-        raise ValueError(f"channels={channels} needs single-channel images, got {depth} channels")
+        raise ValueError(f"channels={channels} needs single-channel {names[0]}, got {depth} channels")
     n = t.shape[0]
     if n == 0:
         shape = (0, out_h, out_w, depth if channels == 1 else channels)

@@ -238,7 +238,13 @@ def _get_image_patches_batched(
         return translate(gt_padded, translations, output_size=(N, N), channels=c)
     mini_batch_size = _validate.positive_int(mini_batch_size, "mini_batch_size")
     groups_per_chunk = max(1, mini_batch_size // c)
-    out = np.empty((B, N, N, c), dtype=gt_padded.dtype.as_numpy_dtype)
+    # The output is allocated 64-byte aligned (TensorFlow's alignment), so that
+    # _as_tensor can hand it to TF without a copy: peak = output + one chunk.
+    dtype = np.dtype(gt_padded.dtype.as_numpy_dtype)
+    nbytes = B * N * N * c * dtype.itemsize
+    raw = np.empty(nbytes + _TF_ALIGNMENT, dtype=np.uint8)
+    skip = -raw.ctypes.data % _TF_ALIGNMENT
+    out = raw[skip : skip + nbytes].view(dtype).reshape(B, N, N, c)
     step = groups_per_chunk * c
     for start in range(0, B, groups_per_chunk):
         stop = min(start + groups_per_chunk, B)
@@ -247,16 +253,27 @@ def _get_image_patches_batched(
         if short:  # keep one compiled shape: pad the last chunk with zero translations
             chunk = tf.concat([chunk, tf.zeros((short, 2), chunk.dtype)], axis=0)
         result = translate(gt_padded, chunk, output_size=(N, N), channels=c)
-        out[start:stop] = result.numpy()[: stop - start]
+        # np.from_dlpack views the XLA result in place; Tensor.numpy() would copy it.
+        out[start:stop] = np.from_dlpack(result)[: stop - start]
         del result
     return _as_tensor(out)
 
 
+#: Byte alignment TensorFlow requires of tensor buffers (Eigen's EIGEN_MAX_ALIGN_BYTES).
+_TF_ALIGNMENT = 64
+
+
 def _as_tensor(array: np.ndarray) -> tf.Tensor:
-    """Wrap a NumPy array as a tf.Tensor, without a copy where DLPack allows."""
+    """Wrap a NumPy array as a tf.Tensor, without a copy when it is 64-byte aligned.
+
+    TensorFlow kernels assume aligned buffers (a misaligned DLPack import
+    aborts the process in the first strided slice), so anything else is copied.
+    """
+    if array.ctypes.data % _TF_ALIGNMENT or not array.flags.c_contiguous:
+        return tf.convert_to_tensor(array)
     try:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-    except Exception:  # pragma: no cover - alignment or older TF
+    except Exception:  # pragma: no cover - a TF without DLPack import
         return tf.convert_to_tensor(array)
 
 

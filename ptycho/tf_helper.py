@@ -12,7 +12,8 @@ from typing import Any, Optional, Sequence
 import tensorflow as tf
 
 from ptycho import _validate, params
-from ptycho.projective_warp_xla import translate_xla
+from ptycho.projective_warp_xla import _check_images, _check_translations, _to_tensor
+from ptycho.projective_warp_xla import _translate as _translate_xla_named
 
 __all__ = ["pad", "_channel_to_flat", "_flat_to_channel", "translate", "translate_core"]
 
@@ -20,7 +21,7 @@ __all__ = ["pad", "_channel_to_flat", "_flat_to_channel", "translate", "translat
 def pad(imgs: Any, size: int) -> tf.Tensor:
     """Zero-pad (B, H, W, C) images by ``size`` pixels on every side of H and W."""
     size = _validate.non_negative_int(size, "size")
-    imgs = tf.convert_to_tensor(imgs)
+    imgs = _to_tensor(imgs, "imgs", "a 4-D tensor (B, H, W, C)")
     if imgs.shape.rank != 4:
         raise ValueError(f"imgs must be 4-D (B, H, W, C), got shape {tuple(imgs.shape)}")
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
@@ -28,7 +29,7 @@ def pad(imgs: Any, size: int) -> tf.Tensor:
 
 def _channel_to_flat(img: Any) -> tf.Tensor:
     """(B, H, W, c) -> (B*c, H, W, 1); channel k of group b becomes row ``b*c + k``."""
-    img = tf.convert_to_tensor(img)
+    img = _to_tensor(img, "img", "a 4-D tensor (B, H, W, c)")
     if img.shape.rank != 4:
         raise ValueError(f"img must be 4-D (B, H, W, c), got shape {tuple(img.shape)}")
     _, h, w, c = img.shape
@@ -37,7 +38,7 @@ def _channel_to_flat(img: Any) -> tf.Tensor:
 
 def _flat_to_channel(img: Any, N: Optional[int] = None, gridsize: Optional[int] = None) -> tf.Tensor:
     """(B*c, H, W, 1) -> (B, H, W, c), c = gridsize**2 (default ``params['gridsize']``)."""
-    img = tf.convert_to_tensor(img)
+    img = _to_tensor(img, "img", "a 4-D tensor (B*c, H, W, 1)")
     if img.shape.rank != 4 or img.shape[-1] != 1:
         raise ValueError(f"img must be (B*c, H, W, 1), got shape {tuple(img.shape)}")
     g = params.get("gridsize") if gridsize is None else gridsize
@@ -70,9 +71,9 @@ def translate(
     kwargs.pop("use_xla_translate", None)
     if kwargs:
         raise TypeError(f"translate() got unexpected keyword arguments {sorted(kwargs)}")
-    return translate_xla(
-        imgs, offsets, interpolation=interpolation, use_jit=use_jit,
-        output_size=output_size, channels=channels,
+    # translate_xla's engine, with this function's argument names in its messages
+    return _translate_xla_named(
+        imgs, offsets, interpolation, use_jit, output_size, channels, names=("imgs", "offsets"),
     )
 
 
@@ -84,11 +85,10 @@ def translate_core(images: Any, translations: Any, interpolation: str = "bilinea
     :func:`translate` to float rounding, not bit for bit.
     """
     interpolation = _validate.interpolation(interpolation)
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4:
-        raise ValueError(f"images must be 4-D (B, H, W, C), got shape {tuple(images.shape)}")
+    images = _check_images(images, "images")
     real_dtype = tf.float64 if images.dtype in (tf.float64, tf.complex128) else tf.float32
-    t = tf.cast(tf.convert_to_tensor(translations), tf.float32)
+    # ImageProjectiveTransformV3 takes float32 transforms, whatever the image precision
+    t = _check_translations(translations, tf.float32, images.shape[0], 1, name="translations")
     n = tf.shape(t)[0]
     one, zero = tf.ones([n], tf.float32), tf.zeros([n], tf.float32)
     # maps output (x, y) to input (x - tx, y - ty)

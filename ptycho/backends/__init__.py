@@ -54,7 +54,7 @@ def available_backends() -> list[str]:
 
 
 def _installed(package: str) -> bool:
-    if package in sys.modules:
+    if sys.modules.get(package) is not None:
         return True
     try:
         return importlib.util.find_spec(package) is not None
@@ -69,8 +69,8 @@ def _canonical(name: str) -> str:
     key = _ALIASES.get(key, key)
     if key not in _TABLE:
         raise ValueError(
-            f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}; "
-            f"available here: {', '.join(available_backends()) or 'none'}"
+            f"backend must be one of the known backends {', '.join(BACKENDS)} "
+            f"(available here: {', '.join(available_backends()) or 'none'}), got unknown backend {name!r}"
         )
     return key
 
@@ -88,14 +88,15 @@ def get_backend(name: str) -> ModuleType:
     """
     key = _canonical(name)
     module_name, package, extra = _TABLE[key]
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     if not _installed(package):
         hint = f"pip install 'ptycho[{extra}]'" if extra else f"pip install {package}"
         raise ImportError(
             f"backend {key!r} needs the {package!r} package, which is not installed; "
             f"install it with: {hint}"
         )
+    # Always through import_module, never a bare sys.modules lookup: while one
+    # thread imports the backend, sys.modules already holds the module, only
+    # partly initialised; import_module waits for the import to finish.
     with _import_lock:
         return importlib.import_module(module_name)
 
@@ -109,7 +110,7 @@ def backend_of(x: Any) -> Optional[str]:
         return "numpy"
     for key in ("tensorflow", "jax"):
         module_name, package, _ = _TABLE[key]
-        if package in sys.modules and get_backend(key).is_native(x):
+        if sys.modules.get(package) is not None and get_backend(key).is_native(x):
             return key
     return None
 
@@ -164,6 +165,8 @@ def extract_patches_grouped(
     channels = _validate.positive_int(channels, "channels")
     interpolation = _validate.interpolation(interpolation)
     padding = N // 2 if padding is None else _validate.non_negative_int(padding, "padding")
+    if image is None:
+        _validate.image_2d(image, "image")  # raises: a clear message before dispatch
     native = backend_of(image) if backend is None else None
     name = _canonical(backend) if backend is not None else native
     if name is None:
@@ -182,7 +185,9 @@ def extract_patches_grouped(
 
     mod = get_backend(name)
     image_np = _validate.image_2d(image, "image")
-    positions_np = _validate.positions_2d(positions, "positions", channels=channels)
+    positions_np = _validate.positions_2d(
+        positions, "positions", channels=channels, dtype=_validate.working_real_dtype(image_np.dtype)
+    )
     complex_dtype = np.complex128 if image_np.dtype in (np.float64, np.complex128) else np.complex64
     real_dtype = np.float64 if complex_dtype == np.complex128 else np.float32
     with mod.precision(complex_dtype):
