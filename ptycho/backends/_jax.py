@@ -7,6 +7,7 @@ complex128 inputs run inside ``jax.enable_x64(True)``, so users need not turn
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from typing import Any, Callable
 
@@ -17,15 +18,19 @@ import numpy as np
 name = "jax"
 extra = "jax"
 
-#: jax.numpy is an array-API namespace; we add only the exact ``complex``.
+#: jax.numpy is an array-API namespace; we add the exact ``complex`` and a ``take``
+#: that clamps instead of masking.
 namespace = types.SimpleNamespace(**{k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("__")})
 namespace.complex = jax.lax.complex
+# jnp.take's default mode ("fill") masks every gathered element with a bounds
+# test; the window algorithm clips its indices into the bordered source
+# before it gathers, so they are always in bounds and the mask is pure cost.
+# "clip" is the plain XLA gather (the one TensorFlow emits): ~15% less CPU time.
+namespace.take = functools.partial(jnp.take, mode="clip")
 
 
 def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noqa: A001
     """``jax.jit`` with ``static`` bound as compile-time constants."""
-    import functools
-
     return jax.jit(functools.partial(fn, **static))
 
 

@@ -24,10 +24,14 @@ the padded object.  Because both evaluate the same expressions in the same
 order and precision, a patch cut by the window equals, bit for bit, the corner
 of the full-image translation.
 
-Zero fill is implemented by clipping each corner index into [-1, size] and
-gathering from a copy of the source with a one-pixel zero border: an index
-outside the image always lands on a zero of that border.  The border is the
-only copy of the source ever made (it is (H + 2) x (W + 2), never tiled).
+Zero fill is implemented by clipping the first corner index ``x0`` into
+[-2, size] and gathering from a copy of the source with a two-pixel zero
+border: both corners ``x0`` and ``x0 + 1`` of a clipped index are zeros of the
+border, exactly as the true corners are outside the image, and an unclipped
+index is the true corner.  So the second corner is always the first plus one
+(one clip per axis, and the four gather indices of a pixel differ by
+constants).  The border is the only copy of the source ever made (it is
+(H + 4) x (W + 4), never tiled).
 """
 
 from __future__ import annotations
@@ -63,25 +67,29 @@ def _complex_from_parts(re: Any, im: Any, *, xp: Any) -> Any:
     return xp.astype(re, cdtype) + xp.astype(im, cdtype) * xp.asarray(1j, dtype=cdtype)
 
 
+#: Width of the zero border around the source (see the module docstring).
+_BORDER = 2
+
+
 def _zero_border(images: Any, *, xp: Any) -> Any:
-    """(S, H, W) -> (S, H + 2, W + 2) with a one-pixel zero border."""
+    """(S, H, W) -> (S, H + 4, W + 4) with a two-pixel zero border."""
     s, h, w = images.shape
-    zero_col = xp.zeros((s, h, 1), dtype=images.dtype)
-    rows = xp.concat([zero_col, images, zero_col], axis=2)
-    zero_row = xp.zeros((s, 1, w + 2), dtype=images.dtype)
-    return xp.concat([zero_row, rows, zero_row], axis=1)
+    zero_cols = xp.zeros((s, h, _BORDER), dtype=images.dtype)
+    rows = xp.concat([zero_cols, images, zero_cols], axis=2)
+    zero_rows = xp.zeros((s, _BORDER, w + 2 * _BORDER), dtype=images.dtype)
+    return xp.concat([zero_rows, rows, zero_rows], axis=1)
 
 
 def _border_index(coord: Any, shift: int, size: int, *, xp: Any) -> Any:
     """Integer-valued float ``coord`` (source pixel) -> index into the zero-bordered axis.
 
-    ``coord - shift`` is the pixel in the unpadded source; anything outside
-    [0, size - 1] is clipped to -1 or ``size``, both zeros of the border.  The
-    clip happens in floating point, before the cast, so huge coordinates cannot
-    overflow the integer type.
+    ``coord - shift`` is the pixel in the unpadded source; it is clipped to
+    [-2, size], so that the pixel and its successor are either both the true
+    ones or both zeros of the border.  The clip happens in floating point,
+    before the cast, so huge coordinates cannot overflow the integer type.
     """
-    local = xp.clip(coord - shift, -1, size) if shift else xp.clip(coord, -1, size)
-    return xp.astype(local, xp.int32) + 1
+    local = xp.clip(coord - shift, -_BORDER, size) if shift else xp.clip(coord, -_BORDER, size)
+    return xp.astype(local, xp.int32) + _BORDER
 
 
 def translate_window(
@@ -147,8 +155,13 @@ def translate_window(
     complex_dtype = _complex_dtype_of(real_dtype, xp=xp)
     if images.dtype != complex_dtype:
         images = xp.astype(images, complex_dtype)
-    flat = xp.reshape(_zero_border(images, xp=xp), (-1,))
-    row_stride = src_w + 2
+    # Real and imaginary planes are gathered separately: a real gather feeds one
+    # product each, so a compiler fuses it into the output loop; a complex gather
+    # feeding both xp.real and xp.imag is materialised by XLA (TensorFlow's CPU
+    # backend), one output-sized complex array per corner.
+    flat_re = xp.reshape(_zero_border(xp.real(images), xp=xp), (-1,))
+    flat_im = xp.reshape(_zero_border(xp.imag(images), xp=xp), (-1,))
+    row_stride = src_w + 2 * _BORDER
 
     t = xp.astype(translations, real_dtype)
     tx = xp.reshape(t[:, 0], (groups, 1, 1, channels))
@@ -162,27 +175,31 @@ def translate_window(
     if n_src == 1:
         base = 0
     else:
-        plane = (src_h + 2) * row_stride
+        plane = (src_h + 2 * _BORDER) * row_stride
         base = xp.reshape(xp.arange(n_out, dtype=xp.int32) * plane, (groups, 1, 1, channels))
 
-    def gather(rows: Any, cols: Any) -> Any:
-        index = rows * row_stride + cols + base  # (G, h, w, c)
-        values = xp.take(flat, xp.reshape(index, (-1,)), axis=0)
-        return xp.reshape(values, (groups, out_h, out_w, channels))
+    def gather(first: Any, offset: int = 0) -> Tuple[Any, Any]:
+        """(real, imag) of the flat bordered source at ``first + offset``, each (G, h, w, c)."""
+        index = xp.reshape(first + offset if offset else first, (-1,))
+        shape = (groups, out_h, out_w, channels)
+        return (
+            xp.reshape(xp.take(flat_re, index, axis=0), shape),
+            xp.reshape(xp.take(flat_im, index, axis=0), shape),
+        )
 
     if interpolation == "nearest":
         cols = _border_index(xp.round(sx), col_origin, src_w, xp=xp)
         rows = _border_index(xp.round(sy), row_origin, src_h, xp=xp)
-        return gather(rows, cols)
+        return _complex_from_parts(*gather(rows * row_stride + cols + base), xp=xp)
 
     x0 = xp.floor(sx)
     y0 = xp.floor(sy)
     wx = sx - x0
     wy = sy - y0
-    col0 = _border_index(x0, col_origin, src_w, xp=xp)
-    col1 = _border_index(x0 + 1, col_origin, src_w, xp=xp)
-    row0 = _border_index(y0, row_origin, src_h, xp=xp)
-    row1 = _border_index(y0 + 1, row_origin, src_h, xp=xp)
+    col0 = _border_index(x0, col_origin, src_w, xp=xp)  # (G, 1, w, c)
+    row0 = _border_index(y0, row_origin, src_h, xp=xp)  # (G, h, 1, c)
+    # Flat index of corner a; b, c and d are +1, +row_stride, +row_stride+1.
+    corner_a = row0 * row_stride + col0 + base  # (G, h, w, c)
 
     one_wx = 1 - wx
     one_wy = 1 - wy
@@ -200,16 +217,12 @@ def translate_window(
         def term(weight: Any, part: Any) -> Any:
             return (weight * part) * one
 
-    ia = gather(row0, col0)
-    ib = gather(row0, col1)
-    ic = gather(row1, col0)
-    id_ = gather(row1, col1)
-    out_re = (
-        term(wa, xp.real(ia)) + term(wb, xp.real(ib)) + term(wc, xp.real(ic)) + term(wd, xp.real(id_))
-    )
-    out_im = (
-        term(wa, xp.imag(ia)) + term(wb, xp.imag(ib)) + term(wc, xp.imag(ic)) + term(wd, xp.imag(id_))
-    )
+    ia_re, ia_im = gather(corner_a)
+    ib_re, ib_im = gather(corner_a, 1)
+    ic_re, ic_im = gather(corner_a, row_stride)
+    id_re, id_im = gather(corner_a, row_stride + 1)
+    out_re = term(wa, ia_re) + term(wb, ib_re) + term(wc, ic_re) + term(wd, id_re)
+    out_im = term(wa, ia_im) + term(wb, ib_im) + term(wc, ic_im) + term(wd, id_im)
     return _complex_from_parts(out_re, out_im, xp=xp)
 
 

@@ -1,0 +1,105 @@
+"""The benchmark (ptycho.bench): workload construction and a --quick smoke run.
+
+No test here asserts a time: the smoke runs check that every mode produced a
+row with all the fields the JSON promises, and that the exact modes are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ptycho import bench
+
+#: Fields every measured row of the JSON carries.
+ROW_FIELDS = (
+    "mode", "label", "count_timed", "seconds", "cpu_seconds", "per_patch_us", "patches_per_s",
+    "speedup_vs_legacy", "ratio_to_floor", "peak_bytes", "peak_over_output", "max_abs_diff",
+)
+#: A workload small enough for seconds per mode.
+TINY = ["--quick", "--N", "8", "--object-size", "24", "--count", "16", "--legacy-count", "8",
+        "--subset-count", "8", "--repeats", "1"]
+
+
+@pytest.mark.parametrize("gridsize", [1, 2, 3], ids=lambda g: f"g{g}")
+def test_workload_offsets_sum_exactly_to_positions(gridsize):
+    c = gridsize**2
+    work = bench.make_workload(object_size=40, count=6 * c, gridsize=gridsize, N=16)
+    total = np.add(work["global_offsets"], work["local_offsets"], dtype=np.float64).astype(np.float32)
+    flat = np.transpose(total, (0, 3, 1, 2)).reshape(-1, 2)  # (B*c, 2), row b*c + k
+    assert work["local_offsets"].shape == (6, 1, 2, c)
+    assert np.array_equal(flat, work["positions"])
+
+
+def test_workload_prefix_does_not_depend_on_count():
+    small = bench.make_workload(object_size=40, count=8, gridsize=2, N=16)
+    large = bench.make_workload(object_size=40, count=32, gridsize=2, N=16)
+    assert np.array_equal(small["object"], large["object"])
+    assert np.array_equal(small["positions"], large["positions"][:8])
+
+
+def test_workload_rejects_count_not_multiple_of_channels():
+    with pytest.raises(ValueError, match="multiple of gridsize"):
+        bench.make_workload(object_size=40, count=10, gridsize=2, N=16)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--count", "10", "--gridsize", "2"], id="count-not-multiple"),
+        pytest.param(["--modes", "fft"], id="unknown-mode"),
+        pytest.param(["--backends", "mxnet"], id="unknown-backend"),
+        pytest.param(["--N", "0"], id="zero-N"),
+    ],
+)
+def test_usage_errors_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(args)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def _run(tmp_path, extra):
+    json_path = tmp_path / "bench.json"
+    status = bench.main(TINY + ["--json", str(json_path)] + extra)
+    return status, json.loads(json_path.read_text())
+
+
+def test_quick_numpy_only_writes_every_field_and_a_chart(tmp_path):
+    # --hugepages only sets a glibc tunable in the workers; older glibcs ignore it.
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("scipy")
+    status, result = _run(tmp_path, ["--backends", "numpy", "--modes", "numpy,scipy", "--hugepages",
+                                     "--plot", str(tmp_path / "chart.png")])
+    assert status == 0
+    assert {r["mode"] for r in result["rows"]} == {"floor", "numpy", "scipy"}
+    assert result["workload"]["hugepages"] is True
+    for row in result["rows"]:
+        assert set(ROW_FIELDS) <= set(row), row["mode"]
+    assert result["workload"]["count"] == 16
+    assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_quick_tensorflow_modes_are_exact_and_complete(tmp_path):
+    pytest.importorskip("tensorflow")
+    status, result = _run(tmp_path, ["--modes", "tf,dispatch", "--no-plot", "--chunk-study",
+                                     "--chunk-counts", "20", "--chunk-batch", "8"])
+    assert status == 0
+    rows = {r["mode"]: r for r in result["rows"]}
+    assert set(rows) == {"floor", "legacy", "tf-cold", "tf-warm", "dispatch-cold", "dispatch-warm"}
+    for name, row in rows.items():
+        assert set(ROW_FIELDS) <= set(row), name
+    # The production path is bit-exact against the legacy loop.
+    for name in ("tf-cold", "tf-warm", "dispatch-cold", "dispatch-warm"):
+        assert rows[name]["max_abs_diff"] == 0, name
+    assert rows["legacy"]["speedup_vs_legacy"] == pytest.approx(1.0)
+    assert all(math.isfinite(rows[n]["seconds"]) and rows[n]["seconds"] > 0 for n in rows)
+    targets = {t["target"] for t in result["targets"]}
+    assert "TF batched bit-exact vs legacy (max|diff| == 0)" in targets
+    chunks = result["chunk_study"]
+    # 20 patches in chunks of 8: two full chunks and a padded last one.
+    assert [r["count"] for r in chunks] == [20]
+    assert chunks[0]["max_abs_diff"] == 0
