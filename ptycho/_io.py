@@ -251,6 +251,11 @@ def load_npz(path: PathLike, *, required: Iterable[str] = (), optional: Iterable
     if path.is_dir():
         raise ValueError(f"{path}: is a directory, expected an .npz archive")
     out: dict[str, np.ndarray] = {}
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith(b"PK") and not magic.startswith(b"\x93NUMPY"):
+        # np.load would try pickle on anything else and blame "pickled data"
+        raise ValueError(f"{path}: not a readable .npz archive (not a zip file)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except _ARCHIVE_ERRORS as exc:

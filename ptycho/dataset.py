@@ -142,6 +142,20 @@ def _coords_2d(coords: Any) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def _rng(seed: Any) -> np.random.Generator:
+    """``np.random.default_rng(seed)`` with an error that names ``seed``."""
+    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (str, bytes, float)):
+        raise TypeError(
+            f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}"
+        )
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r} ({exc})"
+        ) from exc
+
+
 def _sample(rng: np.random.Generator, M: int, nsamples: int) -> np.ndarray:
     """``nsamples`` indices into M, distinct when possible, in ascending order."""
     picked = rng.choice(M, size=nsamples, replace=nsamples > M)
@@ -190,7 +204,7 @@ def group_neighbours(
     K = _optional_positive_int(K, "K")
     nsamples = _optional_positive_int(nsamples, "nsamples")
     c = gridsize**2
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
 
     seeds = np.arange(M, dtype=np.int64) if nsamples is None else _sample(rng, M, nsamples)
     if c == 1:

@@ -582,6 +582,9 @@ def _cases() -> list[BadInput]:
     add("group-coords-nan", gn, "a NaN in coords", lambda: _group(coords=_with(np.zeros((M, 2)), (2, 1), np.nan)), ValueError, "coords", "nan")
     add("group-gridsize-bool", gn, "gridsize=True", lambda: _group(gridsize=True), TypeError, "gridsize", "bool")
     add("group-k-zero", gn, "K=0", lambda: _group(K=0), ValueError, "K", "0")
+    add("group-seed-str", gn, "seed='abc'", lambda: _group(nsamples=3, seed="abc"), TypeError, "seed", "'abc'")
+    add("group-seed-float", gn, "seed=1.5", lambda: _group(nsamples=3, seed=1.5), TypeError, "seed", "1.5")
+    add("group-seed-negative", gn, "seed=-1", lambda: _group(nsamples=3, seed=-1), ValueError, "seed", "-1")
     gg = "RawData.generate_grouped_data"
 
     def _grouped(**kwargs: Any) -> Any:
