@@ -232,11 +232,12 @@ def _get_image_patches_batched(
     B = _validate.non_negative_int(B, "B")
     c = _validate.positive_int(c, "c")
     translations = _flat_translations(offsets_f, B * c)
+    if mini_batch_size is not None:
+        mini_batch_size = _validate.positive_int(mini_batch_size, "mini_batch_size")
     if B == 0:
         return tf.zeros((0, N, N, c), dtype=gt_padded.dtype)
     if mini_batch_size is None or mini_batch_size >= B * c:
         return translate(gt_padded, translations, output_size=(N, N), channels=c)
-    mini_batch_size = _validate.positive_int(mini_batch_size, "mini_batch_size")
     groups_per_chunk = max(1, mini_batch_size // c)
     # The output is allocated 64-byte aligned (TensorFlow's alignment), so that
     # _as_tensor can hand it to TF without a copy: peak = output + one chunk.

@@ -498,6 +498,32 @@ def _cases() -> list[BadInput]:
     add("tx-channels-indivisible", tx, "3 translations with channels=2", lambda: _translate_xla(translations=np.zeros((3, 2)), channels=2), ValueError, "translations", "channels = 2", "3 translations", needs=tf)
     add("tx-channels-multichannel", tx, "channels=2 with 2-channel images", lambda: _translate_xla(images=np.concatenate([_image4(), _image4()], -1), translations=np.zeros((2, 2)), channels=2), ValueError, "channels", "2 channels", needs=tf)
     add("tx-use-jit-str", tx, "use_jit='no'", lambda: _translate_xla(use_jit="no"), TypeError, "use_jit", "str 'no'", needs=tf)
+
+    # -- the legacy-compatible batched path and the JAX translate ---------------
+    gb = "_get_image_patches_batched"
+
+    def _batched(mini_batch_size: Any) -> Any:
+        from ptycho.raw_data import _get_image_patches_batched
+
+        return _get_image_patches_batched(_image4(), np.zeros((4, 1, 2, 1)), 4, 1, 4, mini_batch_size=mini_batch_size)
+
+    add("gb-mini-batch-str", gb, "mini_batch_size='a'", lambda: _batched("a"), TypeError, "mini_batch_size", "str 'a'", needs=tf)
+    add("gb-mini-batch-zero", gb, "mini_batch_size=0", lambda: _batched(0), ValueError, "mini_batch_size", "0", needs=tf)
+    jt = "backends._jax.translate"
+
+    def _jax_translate(images: Any = None, translations: Any = None, **kwargs: Any) -> Any:
+        import jax.numpy as jnp
+
+        from ptycho.backends._jax import translate
+
+        images = jnp.asarray(_image4()[..., 0]) if images is None else images
+        translations = jnp.zeros((1, 2)) if translations is None else translations
+        return translate(images, translations, **kwargs)
+
+    add("jt-images-4d", jt, "images of shape (1, 8, 8, 1)", lambda: _jax_translate(images=_image4()), ValueError, "images", "3-D", "(1, 8, 8, 1)", needs=("jax",))
+    add("jt-trans-3cols", jt, "translations of shape (1, 3)", lambda: _jax_translate(translations=np.zeros((1, 3))), ValueError, "translations", "(1, 3)", needs=("jax",))
+    add("jt-interpolation", jt, "interpolation='cubic'", lambda: _jax_translate(interpolation="cubic"), ValueError, "interpolation", "'cubic'", needs=("jax",))
+    add("jt-output-size", jt, "output_size=(4, 0)", lambda: _jax_translate(output_size=(4, 0)), ValueError, "output_size[1]", "0", needs=("jax",))
     th = "tf_helper.translate"
     add("th-unknown-kw", th, "translate(..., bilinear=True) (unknown keyword)", lambda: _translate(bilinear=True), TypeError, "translate()", "bilinear", needs=tf)
     add("th-images-2d", th, "imgs of shape (8, 8)", lambda: _translate(images=OBJ), ValueError, "imgs", "(8, 8)", needs=tf)

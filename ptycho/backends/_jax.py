@@ -82,7 +82,27 @@ def translate(
 
     Works under ``jax.grad``/``jax.jit`` (no host round trip).
     """
-    size = tuple(images.shape[1:]) if output_size is None else tuple(int(v) for v in output_size)
+    from ptycho import _validate
+
+    interpolation = _validate.interpolation(interpolation)
+    channels = _validate.positive_int(channels, "channels")
+    if len(images.shape) != 3:
+        raise ValueError(f"images must be 3-D (S, H, W), got shape {tuple(images.shape)}")
+    if len(translations.shape) != 2 or translations.shape[1] != 2:
+        raise ValueError(
+            f"translations must have shape (P, 2) holding (tx, ty), got shape {tuple(translations.shape)}"
+        )
+    count = translations.shape[0]
+    if images.shape[0] not in (1, count):
+        raise ValueError(
+            f"images: the source count ({images.shape[0]}) must be 1 or equal the number of "
+            f"translations ({count})"
+        )
+    if count % channels:
+        raise ValueError(f"the number of translations ({count}) must be a multiple of channels ({channels})")
+    size = (
+        tuple(images.shape[1:]) if output_size is None else _validate.size_pair(output_size, "output_size")
+    )
     return _translate_jit(
         images, translations, fma_guard(),
         output_size=size, interpolation=interpolation, channels=int(channels),
