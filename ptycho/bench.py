@@ -806,6 +806,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     print(format_table(rows, spec["count"]))
     print()
+    reference = (spec["N"], spec["object_size"], spec["count"], spec["gridsize"]) == (64, 392, 20000, 2)
+    if not reference:
+        print("  (targets are set for the reference workload: 392x392, 20,000 patches, N=64, gridsize 2;"
+              " on this workload they are indicative only)")
     for t in result["targets"]:
         mark = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
         print(f"  {t['target']:<52} {_fmt(t['value'], '.3g'):>8}  {mark}")
