@@ -117,3 +117,20 @@ def random_object(shape: tuple, dtype: Any, seed: int) -> np.ndarray:
     real = rng.standard_normal(shape)
     imag = rng.standard_normal(shape)
     return (real + 1j * imag).astype(dtype)
+
+
+def require_scale_module(module: str):
+    """Import an optional ``scale`` dependency (zarr, dask, distributed).
+
+    Skips the calling test module when it is missing -- unless
+    ``PTYCHO_TEST_SCALE`` is set (CI installs the ``scale`` extra and sets it),
+    where a missing package is an error.
+    """
+    import importlib
+    import os
+
+    import pytest
+
+    if os.environ.get("PTYCHO_TEST_SCALE"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

@@ -6,25 +6,18 @@ the ``scale`` extra and sets it, so a missing Dask fails there).
 
 from __future__ import annotations
 
-import importlib
-import os
 import pickle
 
 import numpy as np
 import pytest
 
 from ptycho.backends import extract_patches_grouped
+from tests.helpers import random_object, require_scale_module
 
 
-def _require(module: str):
-    if os.environ.get("PTYCHO_TEST_SCALE"):
-        return importlib.import_module(module)  # demanded: a missing package is an error
-    return pytest.importorskip(module)
-
-
-dask = _require("dask")
-da = _require("dask.array")
-distributed = _require("distributed")
+dask = require_scale_module("dask")
+da = require_scale_module("dask.array")
+distributed = require_scale_module("distributed")
 
 from ptycho.scale import dask_extract_patches, grouped_with_dask  # noqa: E402
 from ptycho.scale.dask_engine import compute_into  # noqa: E402
@@ -33,8 +26,7 @@ N = 8
 
 
 def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    return random_object(shape, dtype, seed)
 
 
 def _positions(P, seed=1):

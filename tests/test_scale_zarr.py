@@ -6,7 +6,6 @@ the ``scale`` extra and sets it, so a missing Zarr fails there).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -19,15 +18,10 @@ import pytest
 
 import ptycho
 from ptycho.backends import extract_patches_grouped
+from tests.helpers import random_object, require_scale_module
 
 
-def _require(module: str):
-    if os.environ.get("PTYCHO_TEST_SCALE"):
-        return importlib.import_module(module)  # demanded: a missing package is an error
-    return pytest.importorskip(module)
-
-
-zarr = _require("zarr")
+zarr = require_scale_module("zarr")
 
 from ptycho.scale import extract_to_zarr, grouped_to_zarr  # noqa: E402
 
@@ -35,8 +29,7 @@ N = 8
 
 
 def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    return random_object(shape, dtype, seed)
 
 
 def _positions(P, seed=1):
