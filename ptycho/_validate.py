@@ -164,16 +164,26 @@ def numeric_dtype(arr: np.ndarray, name: str, *, real: bool = False) -> None:
 
 
 def image_2d(image: Any, name: str = "image") -> np.ndarray:
-    """A 2-D, non-empty, numeric object (H, W)."""
+    """A 2-D, non-empty, numeric object (H, W), as a NumPy array."""
     if image is None:
         raise TypeError(f"{name} must be a 2-D array (H, W), got None")
     arr = to_numpy(image, name)
-    numeric_dtype(arr, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    image_2d_layout(arr.shape, arr.dtype, name)
     return arr
+
+
+def image_2d_layout(shape: Any, dtype: Any, name: str = "image") -> None:
+    """The checks of :func:`image_2d` on shape and dtype alone.
+
+    For arrays that stay where they are (a JAX array on a GPU, a tf.Tensor):
+    nothing is copied to the host.
+    """
+    numeric_dtype(np.empty(0, dtype=dtype), name)
+    shape = tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (H, W), got shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {shape}")
 
 
 def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:

@@ -184,14 +184,25 @@ def extract_patches_grouped(
         )
 
     mod = get_backend(name)
-    image_np = _validate.image_2d(image, "image")
+    native_image = mod.is_native(image)
+    if native_image:
+        # check shape and dtype where the array lives: no copy to the host
+        image_dtype = np.dtype(getattr(image.dtype, "as_numpy_dtype", image.dtype))
+        _validate.image_2d_layout(image.shape, image_dtype, "image")
+    else:
+        image = _validate.image_2d(image, "image")
+        image_dtype = image.dtype
     positions_np = _validate.positions_2d(
-        positions, "positions", channels=channels, dtype=_validate.working_real_dtype(image_np.dtype)
+        positions, "positions", channels=channels, dtype=_validate.working_real_dtype(image_dtype)
     )
-    complex_dtype = np.complex128 if image_np.dtype in (np.float64, np.complex128) else np.complex64
+    complex_dtype = np.complex128 if image_dtype in (np.float64, np.complex128) else np.complex64
     real_dtype = np.float64 if complex_dtype == np.complex128 else np.float32
     with mod.precision(complex_dtype):
-        img = image if mod.is_native(image) and image.dtype == complex_dtype else mod.asarray(image_np.astype(complex_dtype, copy=False))
+        if native_image and image_dtype == complex_dtype:
+            img = image
+        else:
+            host = mod.to_numpy(image) if native_image else image
+            img = mod.asarray(host.astype(complex_dtype, copy=False))
         pos = mod.asarray(positions_np.astype(real_dtype, copy=False))
         fn = _compiled(name, N, interpolation, channels, padding)
         return fn(img, pos, mod.fma_guard())
