@@ -17,43 +17,15 @@ is visible (JAX CUDA, CuPy or PyTorch CUDA) and is skipped elsewhere.
 
 from __future__ import annotations
 
-import enum
 import functools
 import importlib.util
-import os
 
 import pytest
 
+from ptycho.backends import Backend
+from ptycho.testing import demanded_backends, require_backend
 
-class Backend(enum.Enum):
-    """A backend under test: the value is its ``ptycho.backends`` name."""
-
-    NUMPY = "numpy"
-    JAX = "jax"
-    TENSORFLOW = "tensorflow"
-
-    @property
-    def modname(self) -> str:
-        return self.value
-
-    def pytest_param(self):
-        return pytest.param(self, id=self.value)
-
-
-def _demanded() -> set[str]:
-    raw = os.environ.get("PTYCHO_TEST_BACKENDS", "").strip()
-    if not raw:
-        return set()
-    if raw.lower() == "all":
-        return {b.value for b in Backend}
-    names = {name.strip().lower() for name in raw.split(",") if name.strip()}
-    unknown = names - {b.value for b in Backend}
-    if unknown:
-        raise pytest.UsageError(
-            f"PTYCHO_TEST_BACKENDS names unknown backends {sorted(unknown)}; "
-            f"known: {[b.value for b in Backend]}"
-        )
-    return names
+__all__ = ["Backend", "require_backend"]
 
 
 def _installed(modname: str) -> bool:
@@ -61,21 +33,16 @@ def _installed(modname: str) -> bool:
 
 
 def pytest_configure(config):
-    missing = sorted(n for n in _demanded() if not _installed(n))
+    try:
+        demanded = demanded_backends()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    missing = sorted(n for n in demanded if not Backend(n).installed())
     if missing:
         raise pytest.UsageError(
             f"PTYCHO_TEST_BACKENDS demands {missing}, which cannot be imported here; "
             "install them (pip install '.[all,test]') or drop them from the variable"
         )
-
-
-def require_backend(backend: Backend) -> None:
-    """Skip (or, when demanded, fail) if ``backend``'s library is missing."""
-    if _installed(backend.modname):
-        return
-    if backend.value in _demanded():  # pragma: no cover - guarded in pytest_configure
-        pytest.fail(f"backend {backend.value} is demanded by PTYCHO_TEST_BACKENDS but missing")
-    pytest.skip(f"backend {backend.value} is not installed")
 
 
 @pytest.fixture(params=[b.pytest_param() for b in Backend])

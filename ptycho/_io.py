@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
+from ptycho.errors import InputError, InputTypeError
+
 
 __all__ = ["atomic_write", "save_npz", "load_npz"]
 
@@ -104,7 +106,7 @@ def atomic_write(path: PathLike, write_fn: Callable[[Path], Any], *, overwrite: 
     """
     path = Path(os.fspath(path))
     if not callable(write_fn):
-        raise TypeError(f"write_fn must be callable as write_fn(tmp_path), got {type(write_fn).__name__}")
+        raise InputTypeError(f"write_fn must be callable as write_fn(tmp_path), got {type(write_fn).__name__}")
     if path.exists() and not overwrite:
         _refuse_existing(path)
     parent = path.parent
@@ -171,14 +173,14 @@ def save_npz(
     """
     path = Path(os.fspath(path))
     if not isinstance(arrays, Mapping):
-        raise TypeError(f"arrays must be a mapping of field name to array, got {type(arrays).__name__}")
+        raise InputTypeError(f"arrays must be a mapping of field name to array, got {type(arrays).__name__}")
     prepared = {}
     for name, value in arrays.items():
         if not isinstance(name, str) or not name:
-            raise TypeError(f"arrays: field names must be non-empty strings, got {name!r}")
+            raise InputTypeError(f"arrays: field names must be non-empty strings, got {name!r}")
         arr = np.asarray(value)
         if arr.dtype.hasobject:
-            raise TypeError(
+            raise InputTypeError(
                 f"arrays[{name!r}]: expected a numeric or string array, got dtype object "
                 f"(it could only be read back with pickle)"
             )
@@ -203,7 +205,7 @@ def _fields(names: Iterable[str], argument: str) -> tuple[str, ...]:
     out = tuple(names)
     for name in out:
         if not isinstance(name, str):
-            raise TypeError(f"{argument} must hold field names (str), got {name!r}")
+            raise InputTypeError(f"{argument} must hold field names (str), got {name!r}")
     return out
 
 
@@ -249,19 +251,19 @@ def load_npz(path: PathLike, *, required: Iterable[str] = (), optional: Iterable
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected an .npz archive")
+        raise InputError(f"{path}: is a directory, expected an .npz archive")
     out: dict[str, np.ndarray] = {}
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if not magic.startswith(b"PK") and not magic.startswith(b"\x93NUMPY"):
         # np.load would try pickle on anything else and blame "pickled data"
-        raise ValueError(f"{path}: not a readable .npz archive (not a zip file)")
+        raise InputError(f"{path}: not a readable .npz archive (not a zip file)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except _ARCHIVE_ERRORS as exc:
-        raise ValueError(f"{path}: not a readable .npz archive ({_reason(exc)})") from exc
+        raise InputError(f"{path}: not a readable .npz archive ({_reason(exc)})") from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(
+        raise InputError(
             f"{path}: expected an .npz archive of named arrays, got a single .npy array "
             f"of shape {getattr(loaded, 'shape', None)}"
         )
@@ -271,7 +273,7 @@ def load_npz(path: PathLike, *, required: Iterable[str] = (), optional: Iterable
                 out[name] = loaded[name]
             except ValueError as exc:
                 if "pickle" not in str(exc).lower() and "object" not in str(exc).lower():
-                    raise ValueError(f"{path}: field {name!r} is corrupt ({_reason(exc)})") from exc
+                    raise InputError(f"{path}: field {name!r} is corrupt ({_reason(exc)})") from exc
                 if wanted and name not in wanted:
                     warnings.warn(
                         f"{path}: skipped field {name!r}, a pickled object array (not loaded "
@@ -280,15 +282,15 @@ def load_npz(path: PathLike, *, required: Iterable[str] = (), optional: Iterable
                         stacklevel=2,
                     )
                     continue
-                raise ValueError(
+                raise InputError(
                     f"{path}: field {name!r} is a pickled object array; only numeric arrays "
                     f"can be loaded (allow_pickle=False)"
                 ) from exc
             except _ARCHIVE_ERRORS as exc:
-                raise ValueError(f"{path}: field {name!r} is truncated or corrupt ({_reason(exc)})") from exc
+                raise InputError(f"{path}: field {name!r} is truncated or corrupt ({_reason(exc)})") from exc
     missing = [name for name in required if name not in out]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: missing required field(s) {', '.join(missing)}; "
             f"present: {', '.join(sorted(out)) or 'none'}"
         )

@@ -1,7 +1,8 @@
 """Argument checks shared by the public entry points.
 
-Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError``
-(right kind, wrong value) with a message naming the argument, what was
+Every check raises :class:`~ptycho.errors.InputTypeError` (a ``TypeError``: wrong
+kind of thing) or :class:`~ptycho.errors.InputError` (a ``ValueError``: right kind,
+wrong value) with a message naming the argument, what was
 expected and what was received, before any array reaches TensorFlow or XLA.
 
 Decisions (documented in ``docs/BAD_INPUTS.md``):
@@ -25,10 +26,12 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
+
 INTERPOLATIONS = ("bilinear", "nearest")
 
 
-def _describe(x: Any) -> str:
+def describe(x: Any) -> str:
     """Short, deterministic description of a received value for error messages."""
     if x is None:
         return "None"
@@ -56,18 +59,18 @@ def positive_int(value: Any, name: str) -> int:
     float patch size is almost always a computed value that went wrong.
     """
     if not _is_integer(value):
-        raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
+        raise InputTypeError(f"{name} must be a positive integer, got {describe(value)}")
     if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {int(value)}")
+        raise InputError(f"{name} must be a positive integer, got {int(value)}")
     return int(value)
 
 
 def non_negative_int(value: Any, name: str) -> int:
     """``value`` as a Python int >= 0 (booleans and floats refused)."""
     if not _is_integer(value):
-        raise TypeError(f"{name} must be a non-negative integer, got {_describe(value)}")
+        raise InputTypeError(f"{name} must be a non-negative integer, got {describe(value)}")
     if int(value) < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {int(value)}")
+        raise InputError(f"{name} must be a non-negative integer, got {int(value)}")
     return int(value)
 
 
@@ -76,9 +79,9 @@ def optional_positive_int(value: Any, name: str) -> Optional[int]:
     if value is None:
         return None
     if not _is_integer(value):
-        raise TypeError(f"{name} must be None or a positive integer, got {_describe(value)}")
+        raise InputTypeError(f"{name} must be None or a positive integer, got {describe(value)}")
     if int(value) <= 0:
-        raise ValueError(f"{name} must be None or a positive integer, got {int(value)}")
+        raise InputError(f"{name} must be None or a positive integer, got {int(value)}")
     return int(value)
 
 
@@ -91,7 +94,7 @@ def flag(value: Any, name: str) -> bool:
         return bool(value)
     if _is_integer(value) and int(value) in (0, 1):
         return bool(value)
-    raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+    raise InputTypeError(f"{name} must be True or False, got {describe(value)}")
 
 
 def patch_size(N: Any) -> int:
@@ -102,8 +105,8 @@ def patch_size(N: Any) -> int:
 def interpolation(value: Any) -> str:
     """One of :data:`INTERPOLATIONS`."""
     if not isinstance(value, str) or value not in INTERPOLATIONS:
-        raise ValueError(
-            f"interpolation must be one of {INTERPOLATIONS}, got {_describe(value)}"
+        raise InputError(
+            f"interpolation must be one of {INTERPOLATIONS}, got {describe(value)}"
         )
     return value
 
@@ -111,15 +114,15 @@ def interpolation(value: Any) -> str:
 def size_pair(value: Any, name: str) -> Tuple[int, int]:
     """A window size (h, w) of two positive integers."""
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a pair (height, width) of positive integers, got {_describe(value)}")
+        raise InputTypeError(f"{name} must be a pair (height, width) of positive integers, got {describe(value)}")
     try:
         items = list(value)
     except TypeError:
-        raise TypeError(
-            f"{name} must be a pair (height, width) of positive integers, got {_describe(value)}"
+        raise InputTypeError(
+            f"{name} must be a pair (height, width) of positive integers, got {describe(value)}"
         ) from None
     if len(items) != 2:
-        raise ValueError(
+        raise InputError(
             f"{name} must be a pair (height, width) of positive integers, got {len(items)} values {tuple(items)!r}"
         )
     return positive_int(items[0], f"{name}[0]"), positive_int(items[1], f"{name}[1]")
@@ -134,7 +137,7 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if x is None:
-        raise TypeError(f"{name} must be an array, got None")
+        raise InputTypeError(f"{name} must be an array, got None")
     if hasattr(x, "numpy") and callable(x.numpy):  # tf.Tensor, tf.Variable
         try:
             return np.asarray(x.numpy())
@@ -143,9 +146,9 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged nesting, symbolic tensors, exotic objects
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be an array (a rectangular, numeric nesting of sequences), "
-            f"got {_describe(x)}"
+            f"got {describe(x)}"
         ) from exc
 
 
@@ -154,11 +157,11 @@ def numeric_dtype(arr: np.ndarray, name: str, *, real: bool = False) -> None:
     kind = arr.dtype.kind
     if real:
         if kind not in "iuf":
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must have a real numeric dtype (integer or floating), got dtype {arr.dtype}"
             )
     elif kind not in "iufc":
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must have a real or complex numeric dtype, got dtype {arr.dtype}"
         )
 
@@ -166,7 +169,7 @@ def numeric_dtype(arr: np.ndarray, name: str, *, real: bool = False) -> None:
 def image_2d(image: Any, name: str = "image") -> np.ndarray:
     """A 2-D, non-empty, numeric object (H, W), as a NumPy array."""
     if image is None:
-        raise TypeError(f"{name} must be a 2-D array (H, W), got None")
+        raise InputTypeError(f"{name} must be a 2-D array (H, W), got None")
     arr = to_numpy(image, name)
     image_2d_layout(arr.shape, arr.dtype, name)
     return arr
@@ -181,9 +184,9 @@ def image_2d_layout(shape: Any, dtype: Any, name: str = "image") -> None:
     numeric_dtype(np.empty(0, dtype=dtype), name)
     shape = tuple(shape)
     if len(shape) != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {shape}")
+        raise InputError(f"{name} must be 2-D (H, W), got shape {shape}")
     if shape[0] == 0 or shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {shape}")
+        raise InputError(f"{name} must not be empty, got shape {shape}")
 
 
 def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:
@@ -199,7 +202,7 @@ def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:
         bad_mask = ~np.isfinite(arr)
         if bad_mask.any():
             bad = np.argwhere(bad_mask)[0]
-            raise ValueError(
+            raise InputError(
                 f"{name} must be finite; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
             )
     if dtype is None:
@@ -209,7 +212,7 @@ def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:
     over = magnitude > limit
     if over.any():
         bad = np.argwhere(over)[0]
-        raise ValueError(
+        raise InputError(
             f"{name} must lie within the {np.dtype(dtype).name} range (|value| <= {limit:.7g}) "
             f"of the computation; got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
         )
@@ -234,21 +237,21 @@ def positions_2d(
     representable in it.
     """
     if positions is None:
-        raise TypeError(f"{name} must be an array of shape (P, 2) holding (x, y), got None")
+        raise InputTypeError(f"{name} must be an array of shape (P, 2) holding (x, y), got None")
     if xp is not None and not isinstance(positions, np.ndarray):
         # foreign array-API array (CuPy, torch): check shape only, values on the host
         shape = tuple(positions.shape)
         if len(shape) != 2 or shape[1] != 2:
-            raise ValueError(f"{name} must have shape (P, 2) holding (x, y), got shape {shape}")
+            raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {shape}")
         return positions
     arr = to_numpy(positions, name)
     if arr.dtype.kind == "c":
-        raise TypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
     numeric_dtype(arr, name, real=True)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (P, 2) holding (x, y), got shape {arr.shape}")
+        raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {arr.shape}")
     if arr.shape[0] % channels:
-        raise ValueError(
+        raise InputError(
             f"{name}: the number of positions must be a multiple of the channel count "
             f"c = {channels}, got {arr.shape[0]} positions"
         )

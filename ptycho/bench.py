@@ -63,6 +63,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from ptycho.errors import InputError, InputTypeError
+
 
 __all__ = ["main", "make_workload", "MODES"]
 
@@ -110,7 +112,7 @@ def make_workload(object_size: int, count: int, gridsize: int, N: int, seed: int
     """
     c = gridsize**2
     if count % c:
-        raise ValueError(f"count must be a multiple of gridsize**2 = {c}, got {count}")
+        raise InputError(f"count must be a multiple of gridsize**2 = {c}, got {count}")
     # Separate streams: the first k patches of a workload do not depend on its
     # count, so subset modes and the reference see the same positions.
     rng_object, rng_centres, rng_spread = (np.random.default_rng([seed, i]) for i in range(3))
@@ -424,7 +426,7 @@ def _worker(mode: str, spec: Dict[str, Any]) -> Dict[str, Any]:
 
         record.update(_time_calls(call, repeats, cold=False, check=check_flat))
     else:
-        raise ValueError(f"unknown mode {mode!r}")
+        raise InputError(f"unknown mode {mode!r}")
     return record
 
 
@@ -847,7 +849,7 @@ def _finite(value: Any) -> Any:
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    raise InputTypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 class _NoProgress:

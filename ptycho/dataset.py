@@ -27,6 +27,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
 from ptycho._io import load_npz, save_npz
 
@@ -63,17 +64,17 @@ _FILE_OPTIONAL = ("diff3d", "diffraction", "xcoords_start", "ycoords_start", "sc
 
 def _real_array(value: Any, name: str, what: str) -> np.ndarray:
     if value is None:
-        raise TypeError(f"{name} must be {what}, got None")
+        raise InputTypeError(f"{name} must be {what}, got None")
     arr = _validate.to_numpy(value, name)
     if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be {what} (real numeric dtype), got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be {what} (real numeric dtype), got dtype {arr.dtype}")
     return arr
 
 
 def _coordinates(value: Any, name: str) -> np.ndarray:
     arr = _real_array(value, name, "a 1-D array of scan coordinates in pixels")
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (M,), got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D (M,), got shape {arr.shape}")
     _validate.finite(arr, name)
     return arr.astype(np.float64, copy=False)
 
@@ -82,16 +83,16 @@ def _complex_image(value: Any, name: str, *, square: bool) -> np.ndarray:
     """A 2-D complex array; real input becomes complex of the same precision."""
     what = "a 2-D square complex array (N, N)" if square else "a 2-D complex array (H, W)"
     if value is None:
-        raise TypeError(f"{name} must be {what}, got None")
+        raise InputTypeError(f"{name} must be {what}, got None")
     arr = _validate.to_numpy(value, name)
     if arr.dtype.kind not in "iufc":
-        raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be {what}, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
+        raise InputError(f"{name} must be {what}, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+        raise InputError(f"{name} must not be empty, got shape {arr.shape}")
     if square and arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} must be square (N, N), got shape {arr.shape}")
+        raise InputError(f"{name} must be square (N, N), got shape {arr.shape}")
     if arr.dtype.kind != "c":
         arr = arr.astype(np.complex64 if arr.dtype == np.float32 else np.complex128)
     _validate.finite(arr, name)
@@ -101,9 +102,9 @@ def _complex_image(value: Any, name: str, *, square: bool) -> np.ndarray:
 def _diffraction_stack(value: Any, M: int) -> np.ndarray:
     arr = _real_array(value, "diff3d", "a 3-D array of diffraction amplitudes (M, H, W)")
     if arr.ndim != 3:
-        raise ValueError(f"diff3d must be 3-D (M, H, W), got shape {arr.shape}")
+        raise InputError(f"diff3d must be 3-D (M, H, W), got shape {arr.shape}")
     if arr.shape[0] != M:
-        raise ValueError(
+        raise InputError(
             f"diff3d must hold one frame per scan position: expected shape ({M}, H, W), got {arr.shape}"
         )
     if arr.dtype.kind in "iu":  # counts: widen to a float type that holds them exactly
@@ -115,11 +116,11 @@ def _diffraction_stack(value: Any, M: int) -> np.ndarray:
 def _scan_index(value: Any, M: int) -> np.ndarray:
     arr = _real_array(value, "scan_index", "a 1-D integer array (M,)")
     if arr.ndim != 1 or arr.shape[0] != M:
-        raise ValueError(f"scan_index must have shape ({M},), got {arr.shape}")
+        raise InputError(f"scan_index must have shape ({M},), got {arr.shape}")
     if arr.dtype.kind == "f":
         _validate.finite(arr, "scan_index")
         if not np.array_equal(arr, np.round(arr)):
-            raise TypeError(f"scan_index must hold integers, got non-integral values of dtype {arr.dtype}")
+            raise InputTypeError(f"scan_index must hold integers, got non-integral values of dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -135,9 +136,9 @@ def _optional_positive_int(value: Any, name: str) -> Optional[int]:
 def _coords_2d(coords: Any) -> np.ndarray:
     arr = _real_array(coords, "coords", "an array of scan positions (M, 2) holding (x, y)")
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"coords must have shape (M, 2) holding (x, y), got shape {arr.shape}")
+        raise InputError(f"coords must have shape (M, 2) holding (x, y), got shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError("coords must hold at least one scan position, got shape (0, 2)")
+        raise InputError("coords must hold at least one scan position, got shape (0, 2)")
     _validate.finite(arr, "coords")
     return arr.astype(np.float64, copy=False)
 
@@ -145,13 +146,13 @@ def _coords_2d(coords: Any) -> np.ndarray:
 def _rng(seed: Any) -> np.random.Generator:
     """``np.random.default_rng(seed)`` with an error that names ``seed``."""
     if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (str, bytes, float)):
-        raise TypeError(
+        raise InputTypeError(
             f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}"
         )
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise InputError(
             f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r} ({exc})"
         ) from exc
 
@@ -212,9 +213,9 @@ def group_neighbours(
 
     K = c if K is None else K
     if K < c:
-        raise ValueError(f"K must be at least c = gridsize**2 = {c} (members are drawn from K neighbours), got K={K}")
+        raise InputError(f"K must be at least c = gridsize**2 = {c} (members are drawn from K neighbours), got K={K}")
     if K > M:
-        raise ValueError(f"K must not exceed the number of scan positions M = {M}, got K={K}")
+        raise InputError(f"K must not exceed the number of scan positions M = {M}, got K={K}")
 
     from scipy.spatial import cKDTree
 
@@ -297,11 +298,11 @@ class RawData:
         self.xcoords = _coordinates(xcoords, "xcoords")
         M = self.xcoords.shape[0]
         if M == 0:
-            raise ValueError("xcoords must hold at least one scan position, got shape (0,)")
+            raise InputError("xcoords must hold at least one scan position, got shape (0,)")
         for name, value in (("ycoords", ycoords), ("xcoords_start", xcoords_start), ("ycoords_start", ycoords_start)):
             arr = _coordinates(value, name)
             if arr.shape != (M,):
-                raise ValueError(f"{name} must have the shape of xcoords ({M},), got {arr.shape}")
+                raise InputError(f"{name} must have the shape of xcoords ({M},), got {arr.shape}")
             setattr(self, name, arr)
         self.diff3d = _diffraction_stack(diff3d, M)
         self.probeGuess = _complex_image(probeGuess, "probeGuess", square=True)
@@ -344,7 +345,7 @@ class RawData:
         where = os.fspath(path)
         diff3d = data.get("diff3d", data.get("diffraction"))
         if diff3d is None:
-            raise ValueError(
+            raise InputError(
                 f"{where}: missing required field diff3d (diffraction amplitudes, M x H x W); "
                 f"present: {', '.join(sorted(data))}"
             )
@@ -420,15 +421,15 @@ class RawData:
     def _check_nn_indices(self, nn_indices: Any) -> np.ndarray:
         arr = _validate.to_numpy(nn_indices, "nn_indices")
         if arr.dtype.kind not in "iu":
-            raise TypeError(f"nn_indices must be an integer array (G, c), got dtype {arr.dtype}")
+            raise InputTypeError(f"nn_indices must be an integer array (G, c), got dtype {arr.dtype}")
         if arr.ndim != 2 or arr.shape[1] == 0:
-            raise ValueError(f"nn_indices must have shape (G, c) with c >= 1, got shape {arr.shape}")
+            raise InputError(f"nn_indices must have shape (G, c) with c >= 1, got shape {arr.shape}")
         if arr.size and (arr.min() < 0 or arr.max() >= len(self)):
             bad = arr[(arr < 0) | (arr >= len(self))][0]
-            raise ValueError(f"nn_indices must index the {len(self)} scan positions (0..{len(self) - 1}), got {bad}")
+            raise InputError(f"nn_indices must index the {len(self)} scan positions (0..{len(self) - 1}), got {bad}")
         c = arr.shape[1]
         if round(c**0.5) ** 2 != c:
-            raise ValueError(f"nn_indices must have c = gridsize**2 columns, got {c}")
+            raise InputError(f"nn_indices must have c = gridsize**2 columns, got {c}")
         return arr.astype(np.int64, copy=False)
 
     def _gather_frames(self, nn: np.ndarray) -> np.ndarray:
@@ -527,16 +528,16 @@ class RawData:
             The dataset has no ``objectGuess`` (``Y`` is cut from it).
         """
         if self.objectGuess is None:
-            raise ValueError(
+            raise InputError(
                 "objectGuess is None: Y (the ground-truth object patches) is cut from objectGuess; "
                 "use grouped_fields(group(...)) for a dataset without an object"
             )
         N = _validate.patch_size(N)
         gridsize = _validate.positive_int(params.get("gridsize") if gridsize is None else gridsize, "gridsize")
         batch_size = _optional_positive_int(batch_size, "batch_size")
-        from ptycho.backends import _canonical
+        from ptycho.backends import canonical_name
 
-        backend = _canonical(backend)
+        backend = canonical_name(backend)
         nn = self.group(gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
         out = self.grouped_fields(nn)
         out["Y"] = _object_patches(
@@ -612,7 +613,7 @@ def _patch_cutter(obj: np.ndarray, N: int, gridsize: int, backend: str):
 def generate_grouped_data(raw: RawData, N: int, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
     """Module-level form of :meth:`RawData.generate_grouped_data`."""
     if not isinstance(raw, RawData):
-        raise TypeError(f"raw must be a RawData, got {type(raw).__name__}")
+        raise InputTypeError(f"raw must be a RawData, got {type(raw).__name__}")
     return raw.generate_grouped_data(N, *args, **kwargs)
 
 
@@ -627,10 +628,10 @@ def save_grouped(path: PathLike, grouped: dict, *, overwrite: bool = False) -> N
     Entries that are None are left out.
     """
     if not isinstance(grouped, dict):
-        raise TypeError(f"grouped must be a dict of arrays, got {type(grouped).__name__}")
+        raise InputTypeError(f"grouped must be a dict of arrays, got {type(grouped).__name__}")
     missing = [name for name in GROUPED_REQUIRED if grouped.get(name) is None]
     if missing:
-        raise ValueError(f"grouped is missing field(s) {', '.join(missing)}; present: {', '.join(sorted(grouped))}")
+        raise InputError(f"grouped is missing field(s) {', '.join(missing)}; present: {', '.join(sorted(grouped))}")
     save_npz(path, {k: v for k, v in grouped.items() if v is not None}, overwrite=overwrite)
 
 
@@ -647,7 +648,7 @@ def load_grouped(path: PathLike) -> dict[str, np.ndarray]:
     where = os.fspath(path)
     nn = data["nn_indices"]
     if nn.ndim != 2:
-        raise ValueError(f"{where}: nn_indices must have shape (G, c), got {nn.shape}")
+        raise InputError(f"{where}: nn_indices must have shape (G, c), got {nn.shape}")
     G, c = nn.shape
     expected = {
         "coords_nn": (G, 1, 2, c),
@@ -659,9 +660,9 @@ def load_grouped(path: PathLike) -> dict[str, np.ndarray]:
     }
     for name, shape in expected.items():
         if name in data and data[name].shape != shape:
-            raise ValueError(f"{where}: {name} must have shape {shape}, got {data[name].shape}")
+            raise InputError(f"{where}: {name} must have shape {shape}, got {data[name].shape}")
     for name in ("diffraction", "Y"):
         arr = data.get(name)
         if arr is not None and (arr.ndim != 4 or arr.shape[0] != G or arr.shape[3] != c):
-            raise ValueError(f"{where}: {name} must have shape ({G}, H, W, {c}), got {arr.shape}")
+            raise InputError(f"{where}: {name} must have shape ({G}, H, W, {c}), got {arr.shape}")
     return data

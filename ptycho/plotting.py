@@ -26,6 +26,8 @@ import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from ptycho.errors import InputError
+
 
 __all__ = ["plot_dataset", "plot_grouped", "plot_overview", "render_png", "save_figure"]
 
@@ -181,7 +183,7 @@ def plot_overview(raw: Any, grouped: Any, *, group: Optional[int] = None, n_patc
     Y, coords_nn, centres, diffraction = _grouped_arrays(grouped)
     obj = _object_of(raw)
     if Y is None or obj is None:
-        raise ValueError("plot_overview needs the object: raw.objectGuess and grouped['Y'] must be present")
+        raise InputError("plot_overview needs the object: raw.objectGuess and grouped['Y'] must be present")
     G, N, _, c = Y.shape
     g = _central_group(centres) if group is None else _group_index(group, G)
     xy = _scan_xy(raw)
@@ -324,12 +326,12 @@ def _grouped_arrays(grouped: Any) -> tuple[Optional[np.ndarray], np.ndarray, np.
     """(Y or None, coords_nn (G, 1, 2, c), group centres (G, 2) as (x, y), diffraction or None)."""
     for key in ("coords_nn", "coords_offsets"):
         if key not in grouped:
-            raise ValueError(f"grouped: missing field {key!r}; expected the output of generate_grouped_data")
+            raise InputError(f"grouped: missing field {key!r}; expected the output of generate_grouped_data")
     if "Y" not in grouped and "diffraction" not in grouped:
-        raise ValueError("grouped: holds neither 'Y' nor 'diffraction'; there is nothing to draw")
+        raise InputError("grouped: holds neither 'Y' nor 'diffraction'; there is nothing to draw")
     coords_nn = np.asarray(grouped["coords_nn"], dtype=np.float64)
     if coords_nn.ndim != 4 or coords_nn.shape[0] == 0 or coords_nn.shape[1:3] != (1, 2):
-        raise ValueError(
+        raise InputError(
             f"grouped['coords_nn'] must have shape (G, 1, 2, c) with G > 0, got shape {coords_nn.shape}"
         )
     centres = np.asarray(grouped["coords_offsets"], dtype=np.float64)[:, 0, :, 0]
@@ -338,7 +340,7 @@ def _grouped_arrays(grouped: Any) -> tuple[Optional[np.ndarray], np.ndarray, np.
     for key in ("Y", "diffraction"):
         arr = np.asarray(grouped[key]) if key in grouped else None
         if arr is not None and (arr.ndim != 4 or arr.shape[0] != G or arr.shape[3] != c):
-            raise ValueError(f"grouped[{key!r}] must have shape ({G}, H, W, {c}), got shape {arr.shape}")
+            raise InputError(f"grouped[{key!r}] must have shape ({G}, H, W, {c}), got shape {arr.shape}")
         fields[key] = arr
     return fields["Y"], coords_nn, centres, fields["diffraction"]
 
@@ -360,7 +362,7 @@ def _central_group(centres: np.ndarray) -> int:
 
 def _group_index(group: int, G: int) -> int:
     if not -G <= int(group) < G:
-        raise ValueError(f"group must be in [-{G}, {G}), got {group}")
+        raise InputError(f"group must be in [-{G}, {G}), got {group}")
     return int(group) % G
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 from ptycho.backends import _tensorflow as _tf_backend
 from ptycho.backends.window import translate_window
@@ -41,23 +42,23 @@ def _compiled(interpolation: str, output_size: tuple, channels: int, jit: bool):
 def _to_tensor(value: Any, name: str, expected: str) -> tf.Tensor:
     """``tf.convert_to_tensor`` with an error that names the argument."""
     if value is None:
-        raise TypeError(f"{name} must be {expected}, got None")
+        raise InputTypeError(f"{name} must be {expected}, got None")
     try:
         return tf.convert_to_tensor(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be {expected}, got {_validate._describe(value)}") from exc
+        raise InputTypeError(f"{name} must be {expected}, got {_validate.describe(value)}") from exc
 
 
 def _check_images(images: Any, name: str = "images") -> tf.Tensor:
     images = _to_tensor(images, name, "a 4-D numeric tensor (batch, height, width, channels)")
     if images.shape.rank != 4:
-        raise ValueError(
+        raise InputError(
             f"{name} must be 4-D (batch, height, width, channels), got shape {tuple(images.shape)}"
         )
     if not (images.dtype.is_floating or images.dtype.is_complex or images.dtype.is_integer):
-        raise TypeError(f"{name} must have a real or complex numeric dtype, got {images.dtype.name}")
+        raise InputTypeError(f"{name} must have a real or complex numeric dtype, got {images.dtype.name}")
     if images.shape[1] == 0 or images.shape[2] == 0:
-        raise ValueError(f"{name} must have non-empty height and width, got shape {tuple(images.shape)}")
+        raise InputError(f"{name} must have non-empty height and width, got shape {tuple(images.shape)}")
     return images
 
 
@@ -71,9 +72,9 @@ def _check_translations(
 ) -> tf.Tensor:
     t = _to_tensor(translations, name, "a real tensor of shape (batch, 2) holding (tx, ty)")
     if t.dtype.is_complex or not (t.dtype.is_floating or t.dtype.is_integer):
-        raise TypeError(f"{name} must be real (tx, ty) pixels, got dtype {t.dtype.name}")
+        raise InputTypeError(f"{name} must be real (tx, ty) pixels, got dtype {t.dtype.name}")
     if t.shape.rank != 2 or t.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (batch, 2) holding (tx, ty), got shape {tuple(t.shape)}")
+        raise InputError(f"{name} must have shape (batch, 2) holding (tx, ty), got shape {tuple(t.shape)}")
     if tf.executing_eagerly():
         # checked before the cast, so the message shows the value the caller passed
         _validate.finite(t.numpy(), name, dtype=real_dtype.as_numpy_dtype)
@@ -81,12 +82,12 @@ def _check_translations(
     n = t.shape[0]
     # inside a traced graph either size may be unknown (None): check only known sizes
     if batch is not None and n is not None and batch not in (1, n):
-        raise ValueError(
+        raise InputError(
             f"{images_name} batch ({batch}) must be 1 (shared by all translations) or equal the "
             f"number of {name} ({n})"
         )
     if n is not None and n % channels:
-        raise ValueError(
+        raise InputError(
             f"{name}: the number of translations must be a multiple of channels = {channels}, "
             f"got {n} translations"
         )
@@ -153,7 +154,7 @@ def _translate(
         cdtype, rdtype = tf.complex64, tf.float32
     t = _check_translations(translations, rdtype, batch, channels, name=names[1], images_name=names[0])
     if depth != 1 and channels != 1:
-        raise ValueError(f"channels={channels} needs single-channel {names[0]}, got {depth} channels")
+        raise InputError(f"channels={channels} needs single-channel {names[0]}, got {depth} channels")
     n = t.shape[0]
     if n == 0:
         shape = (0, out_h, out_w, depth if channels == 1 else channels)

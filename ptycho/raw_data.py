@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
 from ptycho.config.config import resolve_model_config
 from ptycho.tf_helper import _channel_to_flat, pad, translate
@@ -50,7 +51,7 @@ def _resolve_setting(explicit: Any, model: Any, field: str, default: Any = None)
 def _object_2d(gt_image: Any) -> np.ndarray:
     """Accept (H, W), (H, W, 1), (1, H, W) or (1, H, W, 1); return (H, W)."""
     if gt_image is None:
-        raise TypeError("gt_image must be a 2-D array (H, W), got None")
+        raise InputTypeError("gt_image must be a 2-D array (H, W), got None")
     arr = _validate.to_numpy(gt_image, "gt_image")
     _validate.numeric_dtype(arr, "gt_image")
     squeezed = arr
@@ -61,7 +62,7 @@ def _object_2d(gt_image: Any) -> np.ndarray:
     elif squeezed.ndim == 3 and squeezed.shape[0] == 1:
         squeezed = squeezed[0]
     if squeezed.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"gt_image must be 2-D (H, W) (or with singleton batch/channel axes), got shape {arr.shape}"
         )
     return _validate.image_2d(squeezed, "gt_image")
@@ -76,30 +77,30 @@ def _offsets(global_offsets: Any, local_offsets: Any, c: int, real_dtype: Any = 
     arrays = []
     for name, value in (("global_offsets", global_offsets), ("local_offsets", local_offsets)):
         if value is None:
-            raise TypeError(f"{name} must be an array of shape (B, 1, 2, c) holding (x, y), got None")
+            raise InputTypeError(f"{name} must be an array of shape (B, 1, 2, c) holding (x, y), got None")
         arrays.append(_validate.to_numpy(value, name))
     g, loc = arrays
     for name, arr in (("global_offsets", g), ("local_offsets", loc)):
         if arr.dtype.kind == "c":
-            raise TypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
+            raise InputTypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
         _validate.numeric_dtype(arr, name, real=True)
         if arr.ndim != 4 or arr.shape[1] != 1 or arr.shape[2] != 2:
-            raise ValueError(
+            raise InputError(
                 f"{name} must have shape (B, 1, 2, c) with axis 2 holding (x, y), got shape {arr.shape}"
             )
         _validate.finite(arr, name, dtype=real_dtype)
     if g.shape[0] != loc.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"global_offsets and local_offsets must have the same batch size B, got "
             f"{g.shape[0]} and {loc.shape[0]}"
         )
     if loc.shape[3] != c:
-        raise ValueError(
+        raise InputError(
             f"local_offsets must have c = gridsize**2 = {c} channels (shape (B, 1, 2, {c})), "
             f"got shape {loc.shape}"
         )
     if g.shape[3] not in (1, c):
-        raise ValueError(
+        raise InputError(
             f"global_offsets must have 1 or c = gridsize**2 = {c} channels, got shape {g.shape}"
         )
     with np.errstate(over="ignore"):
@@ -172,16 +173,16 @@ def _flat_translations(offsets_f: Any, count: int) -> tf.Tensor:
     """(B*c, 1, 2, 1) offsets -> (B*c, 2) translations ``-(x, y)``."""
     offsets = tf.convert_to_tensor(offsets_f)
     if offsets.shape.rank != 4 or offsets.shape[1:] != (1, 2, 1):
-        raise ValueError(f"offsets_f must have shape (B*c, 1, 2, 1), got shape {tuple(offsets.shape)}")
+        raise InputError(f"offsets_f must have shape (B*c, 1, 2, 1), got shape {tuple(offsets.shape)}")
     if offsets.shape[0] != count:
-        raise ValueError(f"offsets_f must hold B*c = {count} offsets, got {offsets.shape[0]}")
+        raise InputError(f"offsets_f must hold B*c = {count} offsets, got {offsets.shape[0]}")
     return -tf.reshape(offsets, (count, 2))
 
 
 def _check_padded(gt_padded: Any) -> tf.Tensor:
     gt_padded = tf.convert_to_tensor(gt_padded)
     if gt_padded.shape.rank != 4 or gt_padded.shape[0] != 1 or gt_padded.shape[3] != 1:
-        raise ValueError(f"gt_padded must have shape (1, Hp, Wp, 1), got shape {tuple(gt_padded.shape)}")
+        raise InputError(f"gt_padded must have shape (1, Hp, Wp, 1), got shape {tuple(gt_padded.shape)}")
     return gt_padded
 
 

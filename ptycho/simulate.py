@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 
 __all__ = ["make_object", "make_probe", "scan_positions", "simulate_dataset"]
@@ -34,7 +35,7 @@ def _shape_2d(shape: Any, name: str) -> tuple[int, int]:
     try:
         H, W = shape
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a pair (H, W) of positive integers, got {shape!r}") from None
+        raise InputTypeError(f"{name} must be a pair (H, W) of positive integers, got {shape!r}") from None
     return _validate.positive_int(H, f"{name}[0]"), _validate.positive_int(W, f"{name}[1]")
 
 
@@ -126,7 +127,7 @@ def make_probe(N: int, *, radius: Optional[float] = None) -> np.ndarray:
     N = _validate.patch_size(N)
     radius = N / 4 if radius is None else float(radius)
     if not math.isfinite(radius) or not 0 < radius <= N / 2:
-        raise ValueError(f"radius must be a number of pixels in (0, N/2] = (0, {N / 2}], got {radius}")
+        raise InputError(f"radius must be a number of pixels in (0, N/2] = (0, {N / 2}], got {radius}")
     pupil_radius = N / 4  # frequency pixels
     k = np.fft.fftshift(np.fft.fftfreq(N)) * N
     k_abs = np.hypot(k[None, :], k[:, None])
@@ -146,7 +147,7 @@ def _valid_range(size: int, N: int, axis: str) -> tuple[float, float]:
     """Centres whose N x N window lies inside [0, size): [N//2, size - N + N//2]."""
     lo, hi = N // 2, size - N + N // 2
     if hi < lo:
-        raise ValueError(f"object_shape: the object is narrower than the patch along {axis} ({size} < N = {N})")
+        raise InputError(f"object_shape: the object is narrower than the patch along {axis} ({size} < N = {N})")
     return float(lo), float(hi)
 
 
@@ -218,7 +219,7 @@ def scan_positions(
     H, W = _shape_2d(object_shape, "object_shape")
     N = _validate.patch_size(N)
     if kind not in ("raster", "spiral"):
-        raise ValueError(f"kind must be 'raster' or 'spiral', got {kind!r}")
+        raise InputError(f"kind must be 'raster' or 'spiral', got {kind!r}")
     n = None if n is None else _validate.positive_int(n, "n")
     x_range, y_range = _valid_range(W, N, "x (width)"), _valid_range(H, N, "y (height)")
     lo = np.array([x_range[0], y_range[0]])
@@ -228,10 +229,10 @@ def scan_positions(
     if step is not None:
         step = float(step)
         if not math.isfinite(step) or step <= 0:
-            raise ValueError(f"step must be a positive number of pixels, got {step}")
+            raise InputError(f"step must be a positive number of pixels, got {step}")
         points = layout(lo, hi, step)
         if n is not None and len(points) < n:
-            raise ValueError(
+            raise InputError(
                 f"n: only {len(points)} {kind} positions with step {step} fit in an object of shape "
                 f"{(H, W)} with N = {N}, asked for {n}; use a smaller step"
             )
@@ -253,7 +254,7 @@ def scan_positions(
         jitter = step / 10 if kind == "raster" else 0.0
     jitter = float(jitter)
     if not math.isfinite(jitter) or jitter < 0:
-        raise ValueError(f"jitter must be a non-negative number of pixels, got {jitter}")
+        raise InputError(f"jitter must be a non-negative number of pixels, got {jitter}")
     if jitter > 0:
         rng = np.random.default_rng(seed)
         points = np.clip(points + rng.uniform(-jitter, jitter, size=points.shape), lo, hi)
@@ -315,7 +316,7 @@ def simulate_dataset(
     if photons is not None:
         photons = float(photons)
         if not math.isfinite(photons) or photons <= 0:
-            raise ValueError(f"photons must be a positive number of photons per frame or None, got {photons}")
+            raise InputError(f"photons must be a positive number of photons per frame or None, got {photons}")
     # Independent streams for the object, the scan and the noise: changing one
     # part of the experiment (e.g. the noise level) leaves the others intact.
     object_seed, scan_seed, noise_seed = np.random.SeedSequence(seed).spawn(3)

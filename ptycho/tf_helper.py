@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
 from ptycho.projective_warp_xla import _check_images, _check_translations, _to_tensor
 from ptycho.projective_warp_xla import _translate as _translate_xla_named
@@ -23,7 +24,7 @@ def pad(imgs: Any, size: int) -> tf.Tensor:
     size = _validate.non_negative_int(size, "size")
     imgs = _to_tensor(imgs, "imgs", "a 4-D tensor (B, H, W, C)")
     if imgs.shape.rank != 4:
-        raise ValueError(f"imgs must be 4-D (B, H, W, C), got shape {tuple(imgs.shape)}")
+        raise InputError(f"imgs must be 4-D (B, H, W, C), got shape {tuple(imgs.shape)}")
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
 
 
@@ -31,7 +32,7 @@ def _channel_to_flat(img: Any) -> tf.Tensor:
     """(B, H, W, c) -> (B*c, H, W, 1); channel k of group b becomes row ``b*c + k``."""
     img = _to_tensor(img, "img", "a 4-D tensor (B, H, W, c)")
     if img.shape.rank != 4:
-        raise ValueError(f"img must be 4-D (B, H, W, c), got shape {tuple(img.shape)}")
+        raise InputError(f"img must be 4-D (B, H, W, c), got shape {tuple(img.shape)}")
     _, h, w, c = img.shape
     return tf.reshape(tf.transpose(img, [0, 3, 1, 2]), (-1, h, w, 1))
 
@@ -40,12 +41,12 @@ def _flat_to_channel(img: Any, N: Optional[int] = None, gridsize: Optional[int] 
     """(B*c, H, W, 1) -> (B, H, W, c), c = gridsize**2 (default ``params['gridsize']``)."""
     img = _to_tensor(img, "img", "a 4-D tensor (B*c, H, W, 1)")
     if img.shape.rank != 4 or img.shape[-1] != 1:
-        raise ValueError(f"img must be (B*c, H, W, 1), got shape {tuple(img.shape)}")
+        raise InputError(f"img must be (B*c, H, W, 1), got shape {tuple(img.shape)}")
     g = params.get("gridsize") if gridsize is None else gridsize
     c = _validate.positive_int(g, "gridsize") ** 2
     _, h, w, _ = img.shape
     if img.shape[0] is not None and img.shape[0] % c:
-        raise ValueError(f"img batch ({img.shape[0]}) is not a multiple of gridsize**2 = {c}")
+        raise InputError(f"img batch ({img.shape[0]}) is not a multiple of gridsize**2 = {c}")
     return tf.transpose(tf.reshape(img, (-1, c, h, w)), [0, 2, 3, 1])
 
 
@@ -70,7 +71,7 @@ def translate(
     """
     kwargs.pop("use_xla_translate", None)
     if kwargs:
-        raise TypeError(f"translate() got unexpected keyword arguments {sorted(kwargs)}")
+        raise InputTypeError(f"translate() got unexpected keyword arguments {sorted(kwargs)}")
     # translate_xla's engine, with this function's argument names in its messages
     return _translate_xla_named(
         imgs, offsets, interpolation, use_jit, output_size, channels, names=("imgs", "offsets"),

@@ -1,4 +1,6 @@
-"""Shared test helpers: the tolerance table, one assert helper, the SciPy oracle."""
+"""Test-only helpers: random objects, layouts, optional scale packages.
+
+The tolerance table, ``assert_close`` and the SciPy oracle live in :mod:`ptycho.testing`."""
 
 from __future__ import annotations
 
@@ -6,104 +8,16 @@ from typing import Any
 
 import numpy as np
 
-# ---------------------------------------------------------------------------
-# Tolerances: the one table every comparison uses.
-#   ("tf-batched", "tf-legacy")  exact: the same expressions, same order, same
-#                                precision, FMA contraction neutralised.
-#   complex64 across backends    atol = 1e-6 * max(1, max|ref|): float32 rounding.
-#   complex128 across backends   atol = 1e-12 * max(1, max|ref|).
-#   SciPy oracle (float64, fed the contract's float32 coordinates):
-#                                complex64 1e-6 * max(1, max|ref|),
-#                                complex128 1e-12 * max(1, max|ref|).
-# ---------------------------------------------------------------------------
-RELATIVE_ATOL = {np.dtype(np.complex64): 1e-6, np.dtype(np.complex128): 1e-12}
-
-
-def tolerance(reference: np.ndarray, dtype: Any) -> float:
-    """Absolute tolerance for comparing results of ``dtype`` against ``reference``."""
-    scale = max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
-    return RELATIVE_ATOL[np.dtype(dtype)] * scale
-
-
-def native_type(backend_name: str) -> type:
-    """The array type a backend must return (catches a silent fallback to NumPy)."""
-    if backend_name == "numpy":
-        return np.ndarray
-    if backend_name == "jax":
-        import jax
-
-        return jax.Array
-    if backend_name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.Tensor
-    raise ValueError(backend_name)
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-
-
-def assert_close(
-    actual: Any,
-    reference: np.ndarray,
-    *,
-    backend: str | None = None,
-    shape: tuple | None = None,
-    dtype: Any = None,
-    exact: bool = False,
-    atol: float | None = None,
-) -> float:
-    """Check type, shape and dtype, then values; return max |actual - reference|.
-
-    ``exact=True`` demands max |diff| == 0 (NaNs must sit at the same places).
-    """
-    if backend is not None:
-        expected_type = native_type(backend)
-        assert isinstance(actual, expected_type), (
-            f"{backend} returned {type(actual).__name__}, expected {expected_type.__name__}"
-        )
-    got = to_numpy(actual)
-    ref = np.asarray(reference)
-    expected_shape = ref.shape if shape is None else tuple(shape)
-    assert got.shape == expected_shape, f"shape {got.shape} != {expected_shape}"
-    if dtype is not None:
-        assert got.dtype == np.dtype(dtype), f"dtype {got.dtype} != {np.dtype(dtype)}"
-    if got.size == 0:
-        return 0.0
-    diff = float(np.max(np.abs(got.astype(np.complex128) - ref.astype(np.complex128))))
-    if exact:
-        assert diff == 0.0, f"not bit-exact: max |diff| = {diff:.3e}"
-    else:
-        tol = tolerance(ref, got.dtype) if atol is None else atol
-        assert diff <= tol, f"max |diff| = {diff:.3e} > atol {tol:.3e}"
-    return diff
-
-
-def scipy_patches(image: np.ndarray, positions: np.ndarray, N: int, *, real_dtype: Any) -> np.ndarray:
-    """Independent oracle: zero-fill bilinear patches with SciPy, in float64.
-
-    Pads the object by N // 2, then samples it at the contract's coordinates
-    ``x + ox`` (summed in ``real_dtype``, the object's precision, then widened)
-    with ``map_coordinates(order=1, mode='grid-constant', cval=0)``.
-    Returns (P, N, N) complex128.
-    """
-    from scipy.ndimage import map_coordinates
-
-    pad = N // 2
-    padded = np.pad(np.asarray(image, dtype=np.complex128), pad)
-    pos = np.asarray(positions).astype(real_dtype)
-    grid = np.arange(N, dtype=real_dtype)
-    out = np.empty((pos.shape[0], N, N), dtype=np.complex128)
-    for i, (ox, oy) in enumerate(pos):
-        sx = (grid + ox).astype(np.float64)  # summed in the object's precision
-        sy = (grid + oy).astype(np.float64)
-        rows, cols = np.meshgrid(sy, sx, indexing="ij")
-        coords = np.stack([rows, cols])
-        re = map_coordinates(padded.real, coords, order=1, mode="grid-constant", cval=0.0)
-        im = map_coordinates(padded.imag, coords, order=1, mode="grid-constant", cval=0.0)
-        out[i] = re + 1j * im
-    return out
+# The tolerance table, the assert helper and the SciPy oracle are library code
+# (ptycho.testing), shared with `ptycho-patches check` and the benchmark.
+from ptycho.testing import (  # noqa: F401  (re-exported for the tests)
+    RELATIVE_ATOL,
+    assert_close,
+    native_type,
+    scipy_patches,
+    to_numpy,
+    tolerance,
+)
 
 
 def flat_to_channel(flat: np.ndarray, c: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import Backend
+from ptycho.backends import Backend
 from tests.helpers import assert_close, random_object
 
 
@@ -52,9 +52,9 @@ def test_missing_backend_is_import_error_naming_extra(monkeypatch):
 
 @pytest.mark.parametrize("alias, name", [("np", "numpy"), ("TF", "tensorflow"), ("jax.numpy", "jax")])
 def test_aliases(alias, name):
-    from ptycho.backends import _canonical
+    from ptycho.backends import canonical_name
 
-    assert _canonical(alias) == name
+    assert canonical_name(alias) == name
 
 
 def test_returns_native_type_and_infers_backend(backend):

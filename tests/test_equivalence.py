@@ -17,7 +17,8 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import Backend, require_backend
+from ptycho.backends import Backend
+from ptycho.testing import require_backend
 from tests.helpers import assert_close, random_object, scipy_patches
 
 PATCH_SIZES = (32, 64, 128)

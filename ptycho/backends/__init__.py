@@ -13,20 +13,25 @@ frameworks that are already in ``sys.modules`` (the einops rule).
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib
 import importlib.util
 import sys
 import threading
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 
 __all__ = [
+    "Backend",
+    "BackendModule",
     "BACKENDS",
+    "canonical_name",
     "available_backends",
     "get_backend",
     "backend_of",
@@ -34,23 +39,88 @@ __all__ = [
     "extract_patches_grouped",
 ]
 
-#: name -> (backend module, top-level package it needs, pip extra)
-_TABLE = {
-    "numpy": ("ptycho.backends._numpy", "numpy", None),
-    "jax": ("ptycho.backends._jax", "jax", "jax"),
-    "tensorflow": ("ptycho.backends._tensorflow", "tensorflow", "tf"),
+class Backend(enum.Enum):
+    """A backend of the engine; the value is its name in :func:`get_backend`.
+
+    The dispatch table is this enum: each member knows the module that
+    implements :class:`BackendModule`, the package it needs and the pip extra
+    that installs it.  Adding a backend is one member here plus one module.
+    """
+
+    NUMPY = "numpy"
+    JAX = "jax"
+    TENSORFLOW = "tensorflow"
+
+    @property
+    def module_name(self) -> str:
+        """The ``ptycho.backends`` module implementing :class:`BackendModule`."""
+        return _MODULES[self][0]
+
+    @property
+    def modname(self) -> str:
+        """The top-level package the backend needs (``numpy``, ``jax``, ``tensorflow``)."""
+        return _MODULES[self][1]
+
+    @property
+    def extra(self) -> Optional[str]:
+        """The pip extra that installs it (None: always installed)."""
+        return _MODULES[self][2]
+
+    def installed(self) -> bool:
+        """Whether its package can be imported (nothing is imported)."""
+        return _installed(self.modname)
+
+    def pytest_param(self) -> Any:
+        """``pytest.param(self, id=name)`` for parametrized test matrices."""
+        import pytest
+
+        return pytest.param(self, id=self.value)
+
+
+#: Backend -> (backend module, top-level package it needs, pip extra)
+_MODULES = {
+    Backend.NUMPY: ("ptycho.backends._numpy", "numpy", None),
+    Backend.JAX: ("ptycho.backends._jax", "jax", "jax"),
+    Backend.TENSORFLOW: ("ptycho.backends._tensorflow", "tensorflow", "tf"),
 }
 _ALIASES = {"np": "numpy", "tf": "tensorflow", "jnp": "jax", "jax.numpy": "jax"}
 
 #: Names of the backends this package knows, importable or not.
-BACKENDS = tuple(_TABLE)
+BACKENDS = tuple(b.value for b in Backend)
+
+
+@runtime_checkable
+class BackendModule(Protocol):
+    """What a backend module (``ptycho.backends._numpy``, ``_jax``, ``_tensorflow``) provides."""
+
+    #: The array namespace the window algorithm calls (array-API functions plus ``complex``).
+    namespace: Any
+
+    def compile(self, fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:
+        """``fn`` with ``static`` bound as compile-time constants, compiled if the backend compiles."""
+
+    def precision(self, dtype: Any) -> ContextManager[Any]:
+        """A context in which arrays of ``dtype`` keep their precision (JAX's x64 mode)."""
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        """``x`` as a native array, on the backend's default device."""
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A host copy of a native array."""
+
+    def is_native(self, x: Any) -> bool:
+        """Whether ``x`` is this backend's array type."""
+
+    def fma_guard(self) -> Any:
+        """A runtime 1.0 that keeps a compiler from contracting multiply-adds (None: not needed)."""
+
 
 _import_lock = threading.Lock()
 
 
 def available_backends() -> list[str]:
     """Names of the known backends whose library is installed (nothing is imported)."""
-    return [name for name, (_, package, _) in _TABLE.items() if _installed(package)]
+    return [b.value for b in Backend if b.installed()]
 
 
 def _installed(package: str) -> bool:
@@ -62,13 +132,14 @@ def _installed(package: str) -> bool:
         return False
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The backend's canonical name for ``name`` or an alias (``'tf'``, ``'np'``, ``'jnp'``)."""
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a string such as 'numpy', got {type(name).__name__}")
+        raise InputTypeError(f"backend must be a string such as 'numpy', got {type(name).__name__}")
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in _TABLE:
-        raise ValueError(
+    if key not in BACKENDS:
+        raise InputError(
             f"backend must be one of the known backends {', '.join(BACKENDS)} "
             f"(available here: {', '.join(available_backends()) or 'none'}), got unknown backend {name!r}"
         )
@@ -86,9 +157,10 @@ def get_backend(name: str) -> ModuleType:
         The backend is known but its library is not installed (the message
         names the extra to install).
     """
-    key = _canonical(name)
-    module_name, package, extra = _TABLE[key]
-    if not _installed(package):
+    key = canonical_name(name)
+    member = Backend(key)
+    package, extra = member.modname, member.extra
+    if not member.installed():
         hint = f"pip install 'ptycho[{extra}]'" if extra else f"pip install {package}"
         raise ImportError(
             f"backend {key!r} needs the {package!r} package, which is not installed; "
@@ -98,7 +170,7 @@ def get_backend(name: str) -> ModuleType:
     # thread imports the backend, sys.modules already holds the module, only
     # partly initialised; import_module waits for the import to finish.
     with _import_lock:
-        return importlib.import_module(module_name)
+        return importlib.import_module(member.module_name)
 
 
 def backend_of(x: Any) -> Optional[str]:
@@ -108,10 +180,9 @@ def backend_of(x: Any) -> Optional[str]:
     """
     if isinstance(x, np.ndarray):
         return "numpy"
-    for key in ("tensorflow", "jax"):
-        module_name, package, _ = _TABLE[key]
-        if sys.modules.get(package) is not None and get_backend(key).is_native(x):
-            return key
+    for member in (Backend.TENSORFLOW, Backend.JAX):
+        if sys.modules.get(member.modname) is not None and get_backend(member.value).is_native(x):
+            return member.value
     return None
 
 
@@ -141,7 +212,7 @@ def _generic_namespace(*arrays: Any) -> Any:
     try:
         return array_api_compat.array_namespace(*arrays)
     except TypeError as exc:
-        raise TypeError(
+        raise InputTypeError(
             f"image: expected a NumPy, JAX, TensorFlow or array-API array, got {type(arrays[0]).__name__}"
         ) from exc
 
@@ -168,7 +239,7 @@ def extract_patches_grouped(
     if image is None:
         _validate.image_2d(image, "image")  # raises: a clear message before dispatch
     native = backend_of(image) if backend is None else None
-    name = _canonical(backend) if backend is not None else native
+    name = canonical_name(backend) if backend is not None else native
     if name is None:
         # An array-API array of a library without a backend module: run eagerly on it.
         from ptycho.backends.window import window_patches
@@ -250,6 +321,6 @@ def extract_patches(
         image, positions, N, channels=1, backend=backend,
         interpolation=interpolation, padding=padding,
     )
-    name = _canonical(backend) if backend is not None else backend_of(image)
+    name = canonical_name(backend) if backend is not None else backend_of(image)
     xp = get_backend(name).namespace if name is not None else _generic_namespace(out)
     return xp.reshape(out, tuple(out.shape)[:-1])

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ptycho.errors import InputError
 
-name = "jax"
-extra = "jax"
+
 
 #: jax.numpy is an array-API namespace; we add the exact ``complex`` and a ``take``
 #: that clamps instead of masking.
@@ -87,19 +87,19 @@ def translate(
     interpolation = _validate.interpolation(interpolation)
     channels = _validate.positive_int(channels, "channels")
     if len(images.shape) != 3:
-        raise ValueError(f"images must be 3-D (S, H, W), got shape {tuple(images.shape)}")
+        raise InputError(f"images must be 3-D (S, H, W), got shape {tuple(images.shape)}")
     if len(translations.shape) != 2 or translations.shape[1] != 2:
-        raise ValueError(
+        raise InputError(
             f"translations must have shape (P, 2) holding (tx, ty), got shape {tuple(translations.shape)}"
         )
     count = translations.shape[0]
     if images.shape[0] not in (1, count):
-        raise ValueError(
+        raise InputError(
             f"images: the source count ({images.shape[0]}) must be 1 or equal the number of "
             f"translations ({count})"
         )
     if count % channels:
-        raise ValueError(f"the number of translations ({count}) must be a multiple of channels ({channels})")
+        raise InputError(f"the number of translations ({count}) must be a multiple of channels ({channels})")
     size = (
         tuple(images.shape[1:]) if output_size is None else _validate.size_pair(output_size, "output_size")
     )

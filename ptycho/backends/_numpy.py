@@ -8,8 +8,6 @@ from typing import Any, Callable
 import array_api_compat.numpy as _compat_np
 import numpy as np
 
-name = "numpy"
-extra = None  # always installed
 
 
 def _complex(re: np.ndarray, im: np.ndarray) -> np.ndarray:

@@ -16,8 +16,6 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-name = "tensorflow"
-extra = "tf"
 
 
 def _take(x: tf.Tensor, indices: tf.Tensor, axis: int = 0) -> tf.Tensor:

@@ -37,6 +37,8 @@ constants).  The border is the only copy of the source ever made (it is
 from __future__ import annotations
 
 from typing import Any, Tuple
+from ptycho.errors import InputError
+
 
 __all__ = ["translate_window", "window_patches"]
 
@@ -142,7 +144,7 @@ def translate_window(
     array, shape (P // c, h, w, c), complex64 (float32 sources) or complex128
     """
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(
+        raise InputError(
             f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}"
         )
     n_src, src_h, src_w = images.shape

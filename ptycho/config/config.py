@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping, Optional
+from ptycho.errors import InputTypeError
+
 
 __all__ = ["ModelConfig", "TrainingConfig", "update_legacy_dict", "resolve_model_config"]
 
@@ -49,7 +51,7 @@ def update_legacy_dict(cfg: MutableMapping[str, Any], config: Any) -> None:
     """Copy the fields of a ``ModelConfig`` or ``TrainingConfig`` into ``cfg``."""
     model = config.model if isinstance(config, TrainingConfig) else config
     if not isinstance(model, ModelConfig):
-        raise TypeError(
+        raise InputTypeError(
             f"update_legacy_dict: config must be a ModelConfig or TrainingConfig, "
             f"got {type(config).__name__}"
         )
@@ -72,6 +74,6 @@ def resolve_model_config(config: Any) -> Optional[ModelConfig]:
         return model
     if hasattr(config, "N") and hasattr(config, "gridsize"):
         return config
-    raise TypeError(
+    raise InputTypeError(
         f"config must be a ModelConfig or TrainingConfig, got {type(config).__name__}"
     )

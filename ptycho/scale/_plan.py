@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 
 #: Hint printed when an optional dependency of this package is missing.
@@ -137,9 +138,9 @@ def make_plan(
     if channel_axis is None:
         channel_axis = channels > 1
     elif not isinstance(channel_axis, (bool, np.bool_)):
-        raise TypeError(f"channel_axis must be True, False or None, got {channel_axis!r}")
+        raise InputTypeError(f"channel_axis must be True, False or None, got {channel_axis!r}")
     if not channel_axis and channels > 1:
-        raise ValueError(
+        raise InputError(
             f"channel_axis=False needs channels == 1 (output (P, N, N)); got channels={channels}"
         )
     chunk_patches = max(channels, chunk_size - chunk_size % channels)
@@ -180,9 +181,9 @@ def extract_block(
     Returns (len(positions) // c, N, N, c) when ``channel_axis`` is True,
     else (len(positions), N, N).
     """
-    from ptycho.backends import _canonical, extract_patches_grouped, get_backend
+    from ptycho.backends import canonical_name, extract_patches_grouped, get_backend
 
-    backend = _canonical(backend)
+    backend = canonical_name(backend)
     n_rows = positions.shape[0] // channels
     short = 0 if pad_to is None or backend == "numpy" else pad_to - positions.shape[0]
     if short > 0:
@@ -238,7 +239,7 @@ def object_of(raw: Any) -> np.ndarray:
     """The ground-truth object of a RawData, required to cut Y."""
     obj = getattr(raw, "objectGuess", None)
     if obj is None:
-        raise ValueError(
+        raise InputError(
             "raw.objectGuess: expected the (H, W) complex object to cut the patches Y from, "
             "got None (this dataset has no object)"
         )
@@ -254,7 +255,7 @@ def grouped_positions(fields: dict, channels: int) -> np.ndarray:
     """
     coords = np.asarray(fields["coords_nn"])
     if coords.ndim != 4 or coords.shape[1:3] != (1, 2) or coords.shape[3] != channels:
-        raise ValueError(
+        raise InputError(
             f"coords_nn: expected shape (G, 1, 2, {channels}) holding (x, y), got {coords.shape}"
         )
     # (G, 1, 2, c) -> (G, c, 2) -> (G * c, 2)

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 from ptycho.scale import _plan
 
@@ -97,7 +98,7 @@ def dask_extract_patches(
         complex128/float64 object), chunked along the first axis only; its
         blocks equal the in-memory engine's patches bit for bit.
     """
-    from ptycho.backends import _canonical
+    from ptycho.backends import canonical_name
 
     dask = _plan.require("dask")
     da = _plan.require("dask.array")
@@ -105,7 +106,7 @@ def dask_extract_patches(
         image, positions, N, channels=channels, chunk_size=chunk_size,
         channel_axis=channel_axis, interpolation=interpolation, padding=padding,
     )
-    backend = _canonical(backend)
+    backend = canonical_name(backend)
     image_np = np.ascontiguousarray(plan.image)
     positions_np = np.ascontiguousarray(plan.positions)
     if client is not None:
@@ -142,7 +143,7 @@ def dask_extract_patches(
 def _client_for(workers: Any, scheduler: Any) -> Iterator[Any]:
     """A distributed client: a fresh LocalCluster, an existing scheduler, or None."""
     if workers is not None and scheduler is not None:
-        raise ValueError(
+        raise InputError(
             f"workers and scheduler: give one of them (a LocalCluster of `workers` processes, or "
             f"the address of a running scheduler), got workers={workers!r} and scheduler={scheduler!r}"
         )
@@ -152,7 +153,7 @@ def _client_for(workers: Any, scheduler: Any) -> Iterator[Any]:
     distributed = _plan.require("distributed")
     if scheduler is not None:
         if not isinstance(scheduler, str) or not scheduler:
-            raise TypeError(f"scheduler must be an address such as 'tcp://host:8786', got {scheduler!r}")
+            raise InputTypeError(f"scheduler must be an address such as 'tcp://host:8786', got {scheduler!r}")
         with distributed.Client(scheduler, set_as_default=False) as client:
             yield client
         return

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ptycho.errors import InputError
 from ptycho.scale import _plan
 
 __all__ = ["sharded_extract_patches"]
@@ -113,7 +114,7 @@ def sharded_extract_patches(
     )
     devices = tuple(jax.devices() if devices is None else devices)
     if not devices:
-        raise ValueError("devices: expected at least one jax.Device, got an empty sequence")
+        raise InputError("devices: expected at least one jax.Device, got an empty sequence")
     n_devices = len(devices)
     groups = plan.n_groups
     padded_groups = max(1, -(-groups // n_devices)) * n_devices

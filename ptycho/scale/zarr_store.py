@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 from ptycho.scale import _plan
 
@@ -54,7 +55,7 @@ def _compressors(compressor: Any) -> Any:
     if isinstance(compressor, str):
         if compressor == "default":
             return "auto"
-        raise ValueError(f"compressor must be 'default', None or a Zarr codec, got {compressor!r}")
+        raise InputError(f"compressor must be 'default', None or a Zarr codec, got {compressor!r}")
     return compressor
 
 
@@ -74,7 +75,7 @@ def _open_existing(store: Any, path: Optional[str]) -> Any:
     except (FileNotFoundError, KeyError):
         return None
     if not isinstance(node, zarr.Array):
-        raise ValueError(
+        raise InputError(
             f"store: expected a Zarr array (or nothing) at {_describe_store(store, path)}, "
             f"found a {type(node).__name__}; pass overwrite=True to replace it"
         )
@@ -122,7 +123,7 @@ def _check_resumable(array: Any, identity: dict, where: str) -> None:
         if attrs.get(key) != identity[key]
     ]
     if differ:
-        raise ValueError(
+        raise InputError(
             f"store: the array at {where} was written from other inputs, so it cannot be resumed "
             f"({'; '.join(differ)}); pass overwrite=True to replace it"
         )
@@ -202,20 +203,20 @@ def extract_to_zarr(
         ``store``/``path`` and ``overwrite`` is False; or a bad argument.
     """
     import ptycho
-    from ptycho.backends import _canonical
+    from ptycho.backends import canonical_name
 
     zarr = _zarr()
     plan = _plan.make_plan(
         image, positions, N, channels=channels, chunk_size=chunk_size,
         channel_axis=channel_axis, interpolation=interpolation, padding=padding,
     )
-    backend = _canonical(backend)
+    backend = canonical_name(backend)
     compressors = _compressors(compressor)
     if not isinstance(overwrite, (bool, np.bool_)):
-        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+        raise InputTypeError(f"overwrite must be True or False, got {overwrite!r}")
     if isinstance(store, zarr.Group):
         if not path:
-            raise ValueError("path: expected the name of the array inside the zarr.Group given as store, got None")
+            raise InputError("path: expected the name of the array inside the zarr.Group given as store, got None")
         store, path = store.store, f"{store.path}/{path}".strip("/")
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
@@ -386,7 +387,7 @@ def grouped_to_zarr(
 
     zarr = _zarr()
     if not isinstance(out_path, (str, os.PathLike)):
-        raise TypeError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__}")
+        raise InputTypeError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__}")
     out_path = os.fspath(out_path)
     if overwrite and os.path.exists(out_path):
         # Never destroy the old output before the new one is complete: build
@@ -419,13 +420,13 @@ def grouped_to_zarr(
         try:
             group = zarr.open_group(out_path, mode="a")
         except Exception as exc:  # a Zarr array or a non-Zarr file sits there
-            raise ValueError(
+            raise InputError(
                 f"out_path: expected a Zarr group (or nothing) at {out_path}; pass overwrite=True "
                 f"to replace it ({exc})"
             ) from exc
         stored = {key: group.attrs.get(key) for key in settings}
         if group.attrs.get("format") is not None and stored != settings:
-            raise ValueError(
+            raise InputError(
                 f"out_path: the group at {out_path} was written with other settings ({stored}, now "
                 f"{settings}); pass overwrite=True to replace it"
             )
@@ -437,7 +438,7 @@ def grouped_to_zarr(
     fields_hash = _fields_hash(fields)
     stored_hash = group.attrs.get("fields_sha256")
     if stored_hash is not None and stored_hash != fields_hash:
-        raise ValueError(
+        raise InputError(
             f"out_path: the group at {out_path} holds grouped fields of other data (another scan "
             f"with the same settings); pass overwrite=True to replace it"
         )
