@@ -218,9 +218,22 @@ def finite(arr: np.ndarray, name: str, *, dtype: Any = None) -> None:
         )
 
 
+def working_dtypes(dtype: Any) -> Tuple[np.dtype, np.dtype]:
+    """(complex, real) working dtypes of an object of ``dtype``: the one complex-dtype rule.
+
+    float64 and complex128 objects compute in (complex128, float64); every other
+    numeric dtype (integers, float16, float32, complex64) in (complex64, float32).
+    ``dtype`` may be a NumPy dtype or anything with ``as_numpy_dtype`` (tf.DType).
+    """
+    dtype = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    if dtype in (np.dtype(np.float64), np.dtype(np.complex128)):
+        return np.dtype(np.complex128), np.dtype(np.float64)
+    return np.dtype(np.complex64), np.dtype(np.float32)
+
+
 def working_real_dtype(dtype: Any) -> type:
     """float64 for float64/complex128 objects, float32 for everything else."""
-    return np.float64 if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)) else np.float32
+    return working_dtypes(dtype)[1].type
 
 
 def positions_2d(
