@@ -9,6 +9,15 @@ environment variable ``PTYCHO_TEST_BACKENDS`` (comma-separated names, or
 skipping.  ``@pytest.mark.skip_backend(Backend.JAX, reason=...)`` skips one
 backend for one test.
 
+Extras
+------
+A test that needs an optional extra other than a backend's -- ``plot``
+(matplotlib), ``peers`` (OpenCV), ``scale`` (Zarr, Dask) -- calls
+``require_extra("plot")`` (:mod:`ptycho.testing`): it skips, naming the
+extra, unless ``PTYCHO_TEST_EXTRAS`` (comma-separated names, or ``all``)
+demands it; then a missing extra is an error.  ``PTYCHO_TEST_SCALE=1`` is an
+older alias for ``PTYCHO_TEST_EXTRAS=scale``.
+
 GPU cells
 ---------
 ``@pytest.mark.gpu`` marks a test that needs a visible GPU; it runs where one
@@ -23,9 +32,15 @@ import importlib.util
 import pytest
 
 from ptycho.backends import Backend
-from ptycho.testing import demanded_backends, require_backend
+from ptycho.testing import (
+    demanded_backends,
+    demanded_extras,
+    extra_installed,
+    require_backend,
+    require_extra,
+)
 
-__all__ = ["Backend", "require_backend"]
+__all__ = ["Backend", "require_backend", "require_extra"]
 
 
 def _installed(modname: str) -> bool:
@@ -35,6 +50,7 @@ def _installed(modname: str) -> bool:
 def pytest_configure(config):
     try:
         demanded = demanded_backends()
+        extras = demanded_extras()
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     missing = sorted(n for n in demanded if not Backend(n).installed())
@@ -42,6 +58,12 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"PTYCHO_TEST_BACKENDS demands {missing}, which cannot be imported here; "
             "install them (pip install '.[all,test]') or drop them from the variable"
+        )
+    missing = sorted(n for n in extras if not extra_installed(n))
+    if missing:
+        raise pytest.UsageError(
+            f"PTYCHO_TEST_EXTRAS demands the extras {missing}, which are not installed here; "
+            f"install them (pip install '.[{','.join(missing)},test]') or drop them from the variable"
         )
 
 

@@ -211,3 +211,82 @@ def require_backend(backend: Any) -> None:
     if backend.value in demanded_backends():
         pytest.fail(f"backend {backend.value} is demanded by PTYCHO_TEST_BACKENDS but missing")
     pytest.skip(f"backend {backend.value} is not installed (pip install 'ptycho[{backend.extra}]')")
+
+
+# ---------------------------------------------------------------------------
+# Demanded extras (PTYCHO_TEST_EXTRAS), for test suites.
+# ---------------------------------------------------------------------------
+
+#: The optional extras other than the backends' (``tf``, ``jax``: see
+#: ``PTYCHO_TEST_BACKENDS``), and the modules each one installs.  Names as in
+#: ``pyproject.toml``'s ``[project.optional-dependencies]``.
+TEST_EXTRAS: dict[str, tuple[str, ...]] = {
+    "plot": ("matplotlib",),
+    "peers": ("cv2",),
+    "scale": ("zarr", "dask", "distributed"),
+}
+
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def demanded_extras() -> set[str]:
+    """Extra names that ``PTYCHO_TEST_EXTRAS`` demands (comma list, or ``all``).
+
+    ``PTYCHO_TEST_SCALE=1`` (the older switch) is an alias that adds ``scale``.
+    """
+    raw = os.environ.get("PTYCHO_TEST_EXTRAS", "").strip()
+    if raw.lower() == "all":
+        names = set(TEST_EXTRAS)
+    else:
+        names = {name.strip().lower() for name in raw.split(",") if name.strip()}
+    unknown = names - set(TEST_EXTRAS)
+    if unknown:
+        hint = ""
+        if unknown & {"tf", "jax", "tensorflow", "numpy"}:
+            hint = " (backends are demanded by PTYCHO_TEST_BACKENDS)"
+        raise ValueError(
+            f"PTYCHO_TEST_EXTRAS names unknown extras {sorted(unknown)}; known: {list(TEST_EXTRAS)}{hint}"
+        )
+    if os.environ.get("PTYCHO_TEST_SCALE", "").strip().lower() not in _FALSE:
+        names.add("scale")
+    return names
+
+
+def extra_installed(name: str) -> bool:
+    """Whether every module of the extra ``name`` can be found (nothing is imported)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module in TEST_EXTRAS[name])
+
+
+def require_extra(name: str, module: Optional[str] = None) -> Any:
+    """In a test or at module level: skip if the extra ``name`` is missing, or fail when it is demanded.
+
+    Imports ``module`` (default: every module of the extra) and returns it
+    (``None`` when ``module`` is not given).  The skip reason names the extra
+    and its pip command; a demanded extra (``PTYCHO_TEST_EXTRAS``) that
+    cannot be imported fails the test, or the module's collection.
+    """
+    import importlib
+
+    import pytest
+
+    if name not in TEST_EXTRAS:
+        raise ValueError(f"unknown extra {name!r}; known: {list(TEST_EXTRAS)}")
+    imported = None
+    for modname in (module,) if module else TEST_EXTRAS[name]:
+        try:
+            imported = importlib.import_module(modname)
+        except ImportError as exc:
+            if name in demanded_extras():
+                pytest.fail(
+                    f"extra {name!r} is demanded by PTYCHO_TEST_EXTRAS but {modname} cannot be imported: {exc}"
+                )
+            pytest.skip(
+                f"needs the '{name}' extra: {modname} is not installed (pip install 'ptycho[{name}]')",
+                allow_module_level=True,
+            )
+    return imported if module else None
+
+
+__all__ += ["TEST_EXTRAS", "demanded_extras", "extra_installed", "require_extra"]

@@ -36,15 +36,10 @@ def random_object(shape: tuple, dtype: Any, seed: int) -> np.ndarray:
 def require_scale_module(module: str):
     """Import an optional ``scale`` dependency (zarr, dask, distributed).
 
-    Skips the calling test module when it is missing -- unless
-    ``PTYCHO_TEST_SCALE`` is set (CI installs the ``scale`` extra and sets it),
-    where a missing package is an error.
+    Skips the calling test module when it is missing, naming the ``scale``
+    extra -- unless ``PTYCHO_TEST_EXTRAS`` demands ``scale`` (or ``all``; the
+    older ``PTYCHO_TEST_SCALE=1`` is an alias), where a missing package fails.
     """
-    import importlib
-    import os
+    from ptycho.testing import require_extra
 
-    import pytest
-
-    if os.environ.get("PTYCHO_TEST_SCALE"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
+    return require_extra("scale", module)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from ptycho import bench
+from ptycho.backends import Backend
+from ptycho.testing import require_backend, require_extra
 
 #: Fields every measured row of the JSON carries.
 ROW_FIELDS = (
@@ -70,8 +72,7 @@ def _run(tmp_path, extra):
 
 def test_quick_numpy_only_writes_every_field_and_a_chart(tmp_path):
     # --hugepages only sets a glibc tunable in the workers; older glibcs ignore it.
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("scipy")
+    require_extra("plot")
     status, result = _run(tmp_path, ["--backends", "numpy", "--modes", "numpy,scipy", "--hugepages",
                                      "--plot", str(tmp_path / "chart.png")])
     assert status == 0
@@ -84,7 +85,7 @@ def test_quick_numpy_only_writes_every_field_and_a_chart(tmp_path):
 
 
 def test_quick_tensorflow_modes_are_exact_and_complete(tmp_path):
-    pytest.importorskip("tensorflow")
+    require_backend(Backend.TENSORFLOW)
     status, result = _run(tmp_path, ["--modes", "tf,dispatch", "--no-plot", "--chunk-study",
                                      "--chunk-counts", "20", "--chunk-batch", "8"])
     assert status == 0

@@ -198,9 +198,22 @@ def _report(m: dict[str, Any]) -> str:
     )
 
 
+def _require_tensorflow() -> None:
+    """The measured paths (``get_image_patches``, ``extract --backend tensorflow``) need TensorFlow.
+
+    Checked here, before the subprocess: skipped where the ``tf`` extra is
+    missing, failed where ``PTYCHO_TEST_BACKENDS`` demands it.
+    """
+    from ptycho.backends import Backend
+    from ptycho.testing import require_backend
+
+    require_backend(Backend.TENSORFLOW)
+
+
 @pytest.fixture(scope="module")
 def runs() -> dict[int, dict[str, Any]]:
     """Measurements at 5 * 10^4 and 10^5 patches (7 and 13 chunks), one process each."""
+    _require_tensorflow()
     return {P: _measure_in_subprocess(P) for P in (50_000, 100_000)}
 
 
@@ -231,6 +244,7 @@ def test_working_memory_does_not_grow_with_the_number_of_chunks(runs) -> None:
 @pytest.fixture(scope="module")
 def cli_runs() -> dict[int, dict[str, Any]]:
     """``ptycho-patches extract`` at 5 * 10^4 and 10^5 positions, one process each."""
+    _require_tensorflow()
     return {P: _measure_in_subprocess(P, how="measure_cli") for P in (50_000, 100_000)}
 
 
