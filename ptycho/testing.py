@@ -267,6 +267,7 @@ def require_extra(name: str, module: Optional[str] = None) -> Any:
     and its pip command; a demanded extra (``PTYCHO_TEST_EXTRAS``) that
     cannot be imported fails the test, or the module's collection.
     """
+    __tracebackhide__ = True  # report the skip at the caller's line
     import importlib
 
     import pytest

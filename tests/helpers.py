@@ -40,6 +40,7 @@ def require_scale_module(module: str):
     extra -- unless ``PTYCHO_TEST_EXTRAS`` demands ``scale`` (or ``all``; the
     older ``PTYCHO_TEST_SCALE=1`` is an alias), where a missing package fails.
     """
+    __tracebackhide__ = True  # report the skip at the test module's line
     from ptycho.testing import require_extra
 
     return require_extra("scale", module)
