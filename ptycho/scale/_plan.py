@@ -34,9 +34,8 @@ def require(module: str, hint: str = SCALE_EXTRA) -> Any:
 
 
 def complex_dtype_for(image: np.ndarray) -> np.dtype:
-    """The engine's output dtype for ``image`` (the rule of :mod:`ptycho.backends`)."""
-    wide = image.dtype in (np.dtype(np.float64), np.dtype(np.complex128))
-    return np.dtype(np.complex128 if wide else np.complex64)
+    """The engine's output dtype for ``image`` (:func:`ptycho._validate.working_dtypes`)."""
+    return _validate.working_dtypes(image.dtype)[0]
 
 
 @dataclass(frozen=True)
@@ -183,11 +182,12 @@ def extract_block(
     """
     from ptycho.backends import canonical_name, extract_patches_grouped, get_backend
 
+    from ptycho._chunks import pad_rows
+
     backend = canonical_name(backend)
     n_rows = positions.shape[0] // channels
-    short = 0 if pad_to is None or backend == "numpy" else pad_to - positions.shape[0]
-    if short > 0:
-        positions = np.concatenate([positions, np.repeat(positions[:1], short, axis=0)])
+    if pad_to is not None and backend != "numpy":
+        positions = pad_rows(positions, pad_to)
     out = extract_patches_grouped(
         image, positions, N, channels=channels, backend=backend,
         interpolation=interpolation, padding=padding,

@@ -17,12 +17,32 @@ temporary file and renames it), so after a kill every recorded chunk is
 complete; a restart with the same inputs computes only the others and ends
 with the array an uninterrupted run writes.  Other inputs are refused (unless
 ``overwrite=True``): patches from two different jobs never mix.
+
+On a Dask cluster
+-----------------
+With ``client=`` (a ``distributed.Client``) each chunk is one task that
+computes its patches on a worker and writes them straight into the array
+(its own Zarr chunk, so concurrent writers never touch the same object); the
+task returns only its chunk id.  The client creates the array, records
+``completed_chunks`` as the ids come back, and never holds patch data.  The
+same record and identity check make a killed cluster run resumable, by a
+cluster or by one process.
+
+Where
+-----
+A local path, a ``file://`` URL, or any fsspec URL (``s3://bucket/run.zarr``,
+``gs://...``) with ``storage_options`` for its filesystem; for S3 the endpoint
+and credentials also come from the standard AWS environment variables
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``), read by botocore on the client and on every worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
@@ -59,6 +79,50 @@ def _compressors(compressor: Any) -> Any:
     return compressor
 
 
+def is_url(store: Any) -> bool:
+    """True for an fsspec URL such as ``s3://bucket/run.zarr`` (``file://`` included)."""
+    return isinstance(store, str) and "://" in store
+
+
+def _local_path(url: str) -> str:
+    """``file:///a/b`` -> ``/a/b`` (Zarr's local store, which creates directories)."""
+    return url[len("file://"):]
+
+
+def resolve_store(store: Any, storage_options: Optional[dict] = None) -> Any:
+    """A Zarr store for ``store``: a path stays a path; a URL becomes an ``FsspecStore``.
+
+    ``storage_options`` go to the URL's fsspec filesystem (``s3fs.S3FileSystem``
+    for ``s3://``: ``endpoint_url``, ``key``, ``secret``, ``anon``,
+    ``client_kwargs``, ...); without them s3fs takes the endpoint and the
+    credentials from the standard AWS environment variables.
+    """
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise InputTypeError(
+            f"storage_options must be a dict of fsspec filesystem options, got {type(storage_options).__name__}"
+        )
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not is_url(store):
+        if storage_options:
+            raise InputError(
+                f"storage_options: given {sorted(storage_options)}, but the store {store!r} is not a URL "
+                f"(storage options configure the filesystem of an fsspec URL such as s3://bucket/run.zarr)"
+            )
+        return store
+    if store.startswith("file://"):
+        return _local_path(store)
+    zarr = _zarr()
+    try:
+        return zarr.storage.FsspecStore.from_url(store, storage_options=dict(storage_options or {}),
+                                                  read_only=False)
+    except ImportError as exc:
+        raise ImportError(
+            f"the output {store!r} needs the fsspec filesystem of its protocol, which is not installed "
+            f"({exc}); for s3:// install it with: {_plan.SCALE_EXTRA}"
+        ) from exc
+
+
 def _describe_store(store: Any, path: Optional[str]) -> str:
     where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else repr(store)
     return f"{where}/{path}" if path else where
@@ -72,7 +136,7 @@ def _open_existing(store: Any, path: Optional[str]) -> Any:
     zarr = _zarr()
     try:
         node = zarr.open(store=store, path=path or "", mode="r+")
-    except (FileNotFoundError, KeyError):
+    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
         return None
     if not isinstance(node, zarr.Array):
         raise InputError(
@@ -146,6 +210,8 @@ def extract_to_zarr(
     padding: Optional[int] = None,
     path: Optional[str] = None,
     on_chunk: Optional[Callable[[int], None]] = None,
+    storage_options: Optional[dict] = None,
+    client: Any = None,
 ) -> Any:
     """Cut the patches at ``positions`` into a Zarr v3 array, one chunk at a time.
 
@@ -158,7 +224,9 @@ def extract_to_zarr(
     N : int
         Patch side in pixels.
     store : str, os.PathLike, zarr store or zarr.Group
-        Where the array goes (a directory path ends up as a local Zarr store).
+        Where the array goes: a directory path (a local Zarr store), an fsspec
+        URL (``s3://bucket/run.zarr``, ``gs://...``, ``file://...``), a Zarr
+        store, or a group (with ``path``).
     channels : int
         c; P must be a multiple of c.
     chunk_size : int
@@ -184,7 +252,19 @@ def extract_to_zarr(
         Path of the array inside ``store`` (required when ``store`` is a group).
     on_chunk : callable, optional
         Called with the chunk id after that chunk's data and its record are
-        stored (from the writer thread).
+        stored (from the writer thread; with a client, in the calling thread).
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (for ``s3://``: s3fs's
+        ``endpoint_url``, ``key``, ``secret``, ``anon``, ``client_kwargs``...);
+        endpoint and credentials otherwise come from the standard AWS
+        environment variables.  Only with a URL ``store``.
+    client : distributed.Client, optional
+        Compute and write the chunks on this Dask cluster: one task per
+        missing chunk, run on a worker, which writes the chunk into the store
+        itself and returns only its id (the store must be reachable from the
+        workers under the same name: a shared filesystem or an object store).
+        The object and the positions are sent once to every worker.  Without
+        a client the chunks are computed here, one after the other.
 
     Returns
     -------
@@ -217,10 +297,15 @@ def extract_to_zarr(
     if isinstance(store, zarr.Group):
         if not path:
             raise InputError("path: expected the name of the array inside the zarr.Group given as store, got None")
+        if storage_options:
+            raise InputError("storage_options: the zarr.Group given as store has its store already; drop them")
         store, path = store.store, f"{store.path}/{path}".strip("/")
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     where = _describe_store(store, path)
+    store = resolve_store(store, storage_options)
+    if client is not None:
+        _check_shared_store(store, where)
     identity = _identity(plan)
 
     array = None if overwrite else _open_existing(store, path)
@@ -243,7 +328,10 @@ def extract_to_zarr(
 
     done = _chunk_ids(array.attrs.get("completed_chunks", []))
     todo = [i for i in range(plan.n_chunks) if i not in done]
-    if todo:
+    if todo and client is not None:
+        _write_on_cluster(array, plan, todo, done, backend=backend, client=client,
+                          progress=progress, on_chunk=on_chunk)
+    elif todo:
         _stream(array, plan, todo, done, backend=backend, progress=progress, on_chunk=on_chunk)
     if not array.attrs.get("complete", False):
         array.attrs.update({"complete": True})
@@ -305,6 +393,116 @@ def _stream(
                 pending.cancel()
 
 
+def _check_shared_store(store: Any, where: str) -> None:
+    """Refuse a store that the workers of a cluster cannot reach (one in this process's memory)."""
+    zarr = _zarr()
+    if isinstance(store, zarr.storage.MemoryStore) or (
+        isinstance(store, zarr.storage.FsspecStore) and getattr(store.fs, "protocol", None) in ("memory", ("memory",))
+    ):
+        raise InputError(
+            f"store: {where} lives in this process's memory, where Dask workers cannot write; "
+            f"give a path on a shared filesystem or an object-store URL (s3://bucket/run.zarr)"
+        )
+
+
+def _write_chunk(
+    image: np.ndarray,
+    positions: np.ndarray,
+    array: Any,
+    chunk: int,
+    *,
+    chunk_patches: int,
+    N: int,
+    channels: int,
+    channel_axis: bool,
+    backend: str,
+    interpolation: str,
+    padding: int,
+) -> int:
+    """A cluster task: compute chunk ``chunk`` and write it into ``array``; return its id.
+
+    Runs on a Dask worker.  ``image`` and ``positions`` are the whole arrays
+    (sent once per worker); the task cuts its own positions.  The chunk's rows
+    are exactly one Zarr chunk, so no other task writes the same object.
+    """
+    start = chunk * chunk_patches
+    stop = min(start + chunk_patches, positions.shape[0])
+    block = _plan.extract_block(
+        image, positions[start:stop], N=N, channels=channels, channel_axis=channel_axis,
+        backend=backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
+    )
+    array[start // channels:stop // channels] = block
+    return chunk
+
+
+def _write_on_cluster(
+    array: Any,
+    plan: _plan.Plan,
+    todo: list,
+    done: set,
+    *,
+    backend: str,
+    client: Any,
+    progress: bool,
+    on_chunk: Optional[Callable[[int], None]],
+) -> None:
+    """Run one :func:`_write_chunk` task per chunk in ``todo`` on ``client``'s cluster.
+
+    The client receives chunk ids only.  Each batch of ids that comes back is
+    added to ``completed_chunks`` (one small metadata write): a chunk is
+    recorded only after its task has stored it, so a kill at any moment
+    leaves a record that a resumed run can trust.  A failing task stops the
+    run after the chunks finished so far are recorded.
+    """
+    from tqdm import tqdm
+
+    distributed = _plan.require("distributed")
+    # One copy of the object and of the positions per worker, sent now; fresh
+    # keys (hash=False), as in dask_extract_patches.
+    image_ref, positions_ref = (
+        client.scatter(np.ascontiguousarray(a), broadcast=True, hash=False)
+        for a in (plan.image, plan.positions)
+    )
+    run = uuid.uuid4().hex[:12]
+    settings = dict(
+        chunk_patches=plan.chunk_patches, N=plan.N, channels=plan.channels,
+        channel_axis=plan.channel_axis, backend=backend, interpolation=plan.interpolation,
+        padding=plan.padding,
+    )
+    futures = [
+        client.submit(_write_chunk, image_ref, positions_ref, array, chunk, key=f"ptycho-zarr-chunk-{run}-{chunk}",
+                      **settings)
+        for chunk in todo
+    ]
+    completed_positions = sum(plan.bounds(i)[1] - plan.bounds(i)[0] for i in done if i < plan.n_chunks)
+    bar = tqdm(total=plan.n_positions, initial=completed_positions, unit="patch", unit_scale=True,
+               desc="patches -> zarr (dask)", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        with bar:
+            for batch in distributed.as_completed(futures).batches():
+                finished, error = [], None
+                for future in batch:
+                    try:
+                        finished.append(future.result())
+                    except Exception as exc:  # a task failed: record the others, then raise
+                        error = error or exc
+                    future.release()
+                if finished:
+                    done.update(finished)
+                    array.attrs.update({"completed_chunks": _chunk_ranges(done)})
+                for chunk in finished:
+                    start, stop = plan.bounds(chunk)
+                    bar.update(stop - start)
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+                if error is not None:
+                    raise error
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+        for ref in (image_ref, positions_ref):
+            ref.release()
+
+
 def _write_small(group: Any, name: str, value: np.ndarray, rows: int) -> None:
     """Store ``value`` as ``group[name]``, chunked by ``rows`` along axis 0 (replacing any)."""
     if value.ndim and value.shape[0]:
@@ -347,6 +545,10 @@ def grouped_to_zarr(
     batch_size: Optional[int] = None,
     overwrite: bool = False,
     progress: bool = False,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    client: Any = None,
+    storage_options: Optional[dict] = None,
 ) -> None:
     """Group a scan and write the grouped dataset to a Zarr v3 group, streaming ``Y``.
 
@@ -359,7 +561,8 @@ def grouped_to_zarr(
     raw : ptycho.dataset.RawData
         The scan; ``raw.objectGuess`` is the object ``Y`` is cut from.
     out_path : str or os.PathLike
-        Directory of the Zarr group (conventionally ``*.zarr``).
+        Directory of the Zarr group (conventionally ``*.zarr``), or an fsspec
+        URL (``s3://bucket/run.zarr``).
     N, gridsize, K, nsamples, seed
         As for ``generate_grouped_data``; same seed, same groups.
     backend : {'numpy', 'jax', 'tensorflow'}
@@ -374,6 +577,20 @@ def grouped_to_zarr(
         inputs is refused.
     progress : bool
         tqdm progress bar on stderr.
+    workers : int, optional
+        Compute ``Y`` on a fresh ``LocalCluster`` of this many single-threaded
+        worker processes (closed afterwards); each task writes its chunk of
+        ``Y`` into the store itself.
+    scheduler : str, optional
+        The same on the running Dask scheduler at this address
+        (``'tcp://10.0.0.5:8786'``); its workers need this package and must
+        reach ``out_path`` (a shared filesystem or an object store).
+    client : distributed.Client, optional
+        The same on the cluster of an existing client (``Client(SLURMCluster(...))``).
+        At most one of ``workers``, ``scheduler`` and ``client``; none: ``Y``
+        is computed in this process.
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (see :func:`extract_to_zarr`).
 
     Notes
     -----
@@ -385,19 +602,33 @@ def grouped_to_zarr(
     """
     import ptycho
 
+    from ptycho.scale.dask_engine import _client_for
+
     zarr = _zarr()
     if not isinstance(out_path, (str, os.PathLike)):
-        raise InputTypeError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__}")
+        raise InputTypeError(
+            f"out_path must be a path (str or os.PathLike) or a URL, got {type(out_path).__name__}"
+        )
     out_path = os.fspath(out_path)
-    if overwrite and os.path.exists(out_path):
+    if out_path.startswith("file://"):
+        out_path = _local_path(out_path)
+    if client is not None and (workers is not None or scheduler is not None):
+        raise InputError(
+            f"client: give one of workers, scheduler and client, got client={client!r} with "
+            f"workers={workers!r}, scheduler={scheduler!r}"
+        )
+    store = resolve_store(out_path, storage_options)
+    if overwrite and not is_url(out_path) and os.path.exists(out_path):
         # Never destroy the old output before the new one is complete: build
         # the new group in a temporary sibling, then swap it into place.
+        # (An object store has no rename: an s3:// output is replaced in place.)
         from ptycho._io import atomic_write
 
         def write_new(tmp_path: Any) -> None:
             grouped_to_zarr(
                 raw, tmp_path, N=N, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed,
                 backend=backend, batch_size=batch_size, overwrite=False, progress=progress,
+                workers=workers, scheduler=scheduler, client=client,
             )
 
         atomic_write(out_path, write_new, overwrite=True)
@@ -415,10 +646,10 @@ def grouped_to_zarr(
         "seed": _json_value(seed),
     }
     if overwrite:
-        group = zarr.open_group(out_path, mode="w")
+        group = zarr.open_group(store, mode="w")
     else:
         try:
-            group = zarr.open_group(out_path, mode="a")
+            group = zarr.open_group(store, mode="a")
         except Exception as exc:  # a Zarr array or a non-Zarr file sits there
             raise InputError(
                 f"out_path: expected a Zarr group (or nothing) at {out_path}; pass overwrite=True "
@@ -447,8 +678,12 @@ def grouped_to_zarr(
         for name, value in fields.items():
             _write_small(group, name, np.asarray(value), rows)
         group.attrs.update({"fields_sha256": fields_hash})
-    extract_to_zarr(
-        obj, positions, N, group, path="Y", channels=c, chunk_size=chunk_patches,
-        backend=backend, overwrite=bool(overwrite), progress=progress, channel_axis=True,
-    )
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(_client_for(workers, scheduler))
+        extract_to_zarr(
+            obj, positions, N, group, path="Y", channels=c, chunk_size=chunk_patches,
+            backend=backend, overwrite=bool(overwrite), progress=progress, channel_axis=True,
+            client=client,
+        )
     group.attrs.update({"complete": True})
