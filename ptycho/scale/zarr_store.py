@@ -479,7 +479,7 @@ def _write_on_cluster(
                desc="patches -> zarr (dask)", file=sys.stderr, disable=not progress, leave=False)
     try:
         with bar:
-            for batch in distributed.as_completed(futures).batches():
+            for batch in distributed.as_completed(futures, loop=client.loop).batches():
                 finished, error = [], None
                 for future in batch:
                     try:

@@ -1,0 +1,320 @@
+"""Dask workers write one Zarr store: equality, no patch data at the client, resuming a killed cluster run.
+
+Skipped when the ``scale`` extra is missing, unless it is demanded
+(``PTYCHO_TEST_EXTRAS=scale``; CI demands it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ptycho.backends import extract_patches_grouped
+from ptycho.testing import require_extra
+from tests.helpers import random_object
+
+zarr = require_extra("scale", "zarr")
+distributed = require_extra("scale", "distributed")
+
+from ptycho.scale import extract_to_zarr, grouped_to_zarr, grouped_with_dask  # noqa: E402
+
+N = 8
+
+
+def _object(dtype=np.complex64, shape=(40, 52), seed=0):
+    return random_object(shape, dtype, seed)
+
+
+def _positions(P, seed=1):
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(-6.0, 58.0, size=(P, 2))
+    pos[-40:] += 500.0  # a chunk of all-zero patches (Zarr does not store it; reads still match)
+    return pos
+
+
+def _reference(image, positions, channels):
+    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
+    return ref if channels > 1 else ref[..., 0]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """2 single-threaded worker processes, as ``--workers 2`` starts them."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+class _ResultSizes(distributed.diagnostics.plugin.SchedulerPlugin):
+    """Records the size of every task result the scheduler sees (what could reach the client)."""
+
+    name = "ptycho-result-sizes"
+
+    def __init__(self):
+        self.sizes = {}
+
+    def start(self, scheduler):
+        self.scheduler = scheduler
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "memory":
+            self.sizes[str(key)] = self.scheduler.tasks[key].nbytes
+
+
+@pytest.mark.parametrize(
+    "channels, chunk_size, compressor",
+    [(1, 64, "default"), (4, 99, None), (4, 10_000, "default")],
+    ids=["c1-chunk64-zstd", "c4-chunk99-rounded-raw", "c4-one-chunk"],
+)
+def test_workers_write_the_array_of_the_in_process_stream(tmp_path, client, channels, chunk_size, compressor):
+    image, positions = _object(), _positions(400)
+    done = []
+    out = extract_to_zarr(image, positions, N, tmp_path / "c.zarr", channels=channels, chunk_size=chunk_size,
+                          compressor=compressor, client=client, on_chunk=done.append)
+    local = extract_to_zarr(image, positions, N, tmp_path / "l.zarr", channels=channels, chunk_size=chunk_size,
+                            compressor=compressor)
+    np.testing.assert_array_equal(out[...], _reference(image, positions, channels))
+    np.testing.assert_array_equal(out[...], local[...])
+    assert sorted(done) == list(range(len(done))) and len(done) == -(-400 // out.attrs["chunk_size"])
+    stored = dict(zarr.open_array(tmp_path / "c.zarr", mode="r").attrs)
+    assert stored["complete"] is True and stored["completed_chunks"] == [[0, len(done)]]
+    for key in ("positions_sha256", "image_sha256", "chunk_size", "shape", "dtype"):
+        assert stored[key] == local.attrs[key], key
+
+
+def test_the_client_receives_chunk_ids_only(tmp_path, client):
+    """Every task result the scheduler holds is a chunk id (bytes), never a block of patches."""
+    plugin = _ResultSizes()
+    client.register_plugin(plugin)
+    image, positions = _object(shape=(64, 64)), _positions(2000)
+    block_bytes = 200 * N * N * 8
+    try:
+        extract_to_zarr(image, positions, N, tmp_path / "c.zarr", chunk_size=200, client=client)
+        sizes = client.run_on_scheduler(
+            lambda dask_scheduler: dict(dask_scheduler.plugins["ptycho-result-sizes"].sizes)
+        )
+    finally:
+        client.unregister_scheduler_plugin(plugin.name)
+    chunk_results = {k: v for k, v in sizes.items() if "ptycho-zarr-chunk" in k}
+    assert len(chunk_results) == 10
+    assert max(chunk_results.values()) < 100 < block_bytes
+
+
+def test_a_store_in_memory_is_refused_on_a_cluster(client):
+    with pytest.raises(ValueError, match="workers cannot write"):
+        extract_to_zarr(_object(), _positions(40), N, zarr.storage.MemoryStore(), client=client)
+
+
+def test_a_cluster_resumes_a_stream_and_a_stream_resumes_a_cluster(tmp_path, client):
+    image, positions = _object(), _positions(400)
+
+    def stop_at_two(chunk):
+        if chunk == 2:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        extract_to_zarr(image, positions, N, tmp_path / "p.zarr", chunk_size=64, on_chunk=stop_at_two)
+    computed = []
+    out = extract_to_zarr(image, positions, N, tmp_path / "p.zarr", chunk_size=64, client=client,
+                          on_chunk=computed.append)
+    assert sorted(computed) == [3, 4, 5, 6]
+    np.testing.assert_array_equal(out[...], _reference(image, positions, 1))
+    # ... and a finished cluster run is not recomputed by a stream either
+    again = []
+    extract_to_zarr(image, positions, N, tmp_path / "p.zarr", chunk_size=64, on_chunk=again.append)
+    assert again == []
+
+
+class _FailOnMarker(distributed.WorkerPlugin):
+    """On each worker: the engine raises for the chunk whose first x is ``marker``."""
+
+    name = "ptycho-fail-on-marker"
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def setup(self, worker):
+        from ptycho.scale import _plan
+
+        self.original = original = _plan.extract_block
+        marker = self.marker
+
+        def failing(image, positions, **kwargs):
+            if positions.shape[0] and positions[0, 0] == marker:
+                raise RuntimeError("engine failed on a worker")
+            return original(image, positions, **kwargs)
+
+        _plan.extract_block = failing
+
+    def teardown(self, worker):
+        from ptycho.scale import _plan
+
+        _plan.extract_block = self.original
+
+
+def test_a_failed_task_stops_the_run_and_the_rest_resumes(tmp_path, client):
+    image, positions = _object(), _positions(640)
+    positions[5 * 64, 0] = 12.375  # first position of chunk 5
+    client.register_plugin(_FailOnMarker(12.375))
+    try:
+        with pytest.raises(RuntimeError, match="failed on a worker"):
+            extract_to_zarr(image, positions, N, tmp_path / "p.zarr", chunk_size=64, client=client)
+    finally:
+        client.unregister_worker_plugin(_FailOnMarker.name)
+    stored = zarr.open_array(tmp_path / "p.zarr", mode="r")
+    recorded = {i for first, stop in stored.attrs["completed_chunks"] for i in range(first, stop)}
+    assert 5 not in recorded and stored.attrs["complete"] is False
+    computed = []
+    out = extract_to_zarr(image, positions, N, tmp_path / "p.zarr", chunk_size=64, client=client,
+                          on_chunk=computed.append)
+    assert sorted(computed) == sorted(set(range(10)) - recorded) and 5 in computed
+    np.testing.assert_array_equal(out[...], _reference(image, positions, 1))
+
+
+# ---------------------------------------------------------------------------
+# A killed cluster run (client and workers, SIGKILL), resumed
+# ---------------------------------------------------------------------------
+
+_KILLED_CLUSTER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import distributed
+    from ptycho.scale import extract_to_zarr
+
+
+    class Slow(distributed.WorkerPlugin):
+        name = "slow"
+
+        def setup(self, worker):
+            import time
+            from ptycho.scale import _plan
+            original = _plan.extract_block
+
+            def slow(*args, **kwargs):
+                time.sleep(0.3)
+                return original(*args, **kwargs)
+
+            _plan.extract_block = slow
+
+
+    if __name__ == "__main__":
+        image, positions = np.load(sys.argv[1]), np.load(sys.argv[2])
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0", silence_logs=50) as cluster, \\
+                distributed.Client(cluster) as client:
+            client.register_plugin(Slow())
+            print("started", flush=True)
+            extract_to_zarr(image, positions, {N}, sys.argv[3], channels=4, chunk_size=64,
+                            compressor=None, client=client, on_chunk=lambda c: print(c, flush=True))
+        print("finished", flush=True)
+    """
+)
+
+
+def test_killed_cluster_run_resumes_to_the_uninterrupted_array(tmp_path, client):
+    image, positions = _object(), _positions(1200)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "positions.npy", positions)
+    script = tmp_path / "cluster_writer.py"
+    script.write_text(_KILLED_CLUSTER.format(N=N))
+    store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "image.npy"), str(tmp_path / "positions.npy"), str(store)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(4)]  # "started", then 3 recorded chunks
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, the scheduler and both workers at once
+        _, err = proc.communicate(timeout=60)
+    assert lines[0] == "started" and all(line.isdigit() for line in lines[1:]), (lines, err)
+    assert proc.returncode == -signal.SIGKILL
+
+    n_chunks = 1200 // 64 + 1
+    stored = zarr.open_array(store, mode="r")
+    done_before = {i for first, stop in stored.attrs["completed_chunks"] for i in range(first, stop)}
+    assert {int(line) for line in lines[1:]} <= done_before
+    assert len(done_before) < n_chunks and stored.attrs["complete"] is False
+
+    computed = []
+    resumed = extract_to_zarr(image, positions, N, store, channels=4, chunk_size=64, compressor=None,
+                              client=client, on_chunk=computed.append)
+    assert sorted(computed) == sorted(set(range(n_chunks)) - done_before)  # the written ones are skipped
+    uninterrupted = extract_to_zarr(image, positions, N, tmp_path / "whole.zarr", channels=4, chunk_size=64,
+                                    compressor=None)
+    np.testing.assert_array_equal(resumed[...], uninterrupted[...])
+    np.testing.assert_array_equal(resumed[...], _reference(image, positions, 4))
+    assert resumed.attrs["complete"] is True
+
+
+# ---------------------------------------------------------------------------
+# grouped_to_zarr on workers: the grouped dataset, Y written by the workers
+# ---------------------------------------------------------------------------
+
+
+def _raw(M=60, seed=3):
+    from ptycho.dataset import RawData
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(4.0, 44.0, M)
+    y = rng.uniform(4.0, 36.0, M)
+    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
+    probe = np.ones((N, N), np.complex64)
+    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=_object())
+
+
+GROUPING = dict(K=6, nsamples=20, gridsize=2, seed=11)
+
+
+def test_grouped_to_zarr_on_a_client_equals_generate_grouped_data(tmp_path, client):
+    raw = _raw()
+    expected = raw.generate_grouped_data(N, backend="numpy", **GROUPING)
+    grouped_to_zarr(raw, tmp_path / "g.zarr", N=N, batch_size=12, client=client, **GROUPING)
+    group = zarr.open_group(tmp_path / "g.zarr", mode="r")
+    assert group.attrs["complete"] is True and group["Y"].chunks[0] == 3
+    for name, value in expected.items():
+        np.testing.assert_array_equal(group[name][...], value, err_msg=name)
+
+
+def test_grouped_to_zarr_on_a_scheduler_address(tmp_path, client):
+    raw = _raw()
+    grouped_to_zarr(raw, tmp_path / "g.zarr", N=N, batch_size=8, scheduler=client.scheduler.address, **GROUPING)
+    expected = raw.generate_grouped_data(N, backend="numpy", **GROUPING)["Y"]
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "g.zarr", mode="r")["Y"][...], expected)
+
+
+def test_grouped_to_zarr_with_workers_overwrites_through_a_sibling(tmp_path):
+    raw = _raw()
+    grouped_to_zarr(raw, tmp_path / "g.zarr", N=N, batch_size=8, **GROUPING)
+    grouped_to_zarr(raw, tmp_path / "g.zarr", N=N, batch_size=8, workers=1, overwrite=True,
+                    **dict(GROUPING, seed=12))
+    expected = raw.generate_grouped_data(N, backend="numpy", **dict(GROUPING, seed=12))["Y"]
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "g.zarr", mode="r")["Y"][...], expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.zarr"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(workers=2), dict(scheduler="tcp://127.0.0.1:1")], ids=["workers", "scheduler"]
+)
+def test_a_client_with_workers_or_scheduler_is_refused(tmp_path, client, kwargs):
+    with pytest.raises(ValueError, match="one of workers, scheduler and client"):
+        grouped_to_zarr(_raw(), tmp_path / "g.zarr", N=N, client=client, **dict(GROUPING, **kwargs))
+
+
+def test_npz_and_zarr_paths_with_and_without_workers_hold_the_same_Y(tmp_path, client):
+    """In memory, on Dask (what an .npz output holds), streamed to .zarr, and written by workers."""
+    raw = _raw()
+    plain = raw.generate_grouped_data(N, backend="numpy", **GROUPING)["Y"]
+    dask_y = grouped_with_dask(raw, N=N, batch_size=8, scheduler=client.scheduler.address, **GROUPING)["Y"]
+    grouped_to_zarr(raw, tmp_path / "s.zarr", N=N, batch_size=8, **GROUPING)
+    grouped_to_zarr(raw, tmp_path / "w.zarr", N=N, batch_size=8, client=client, **GROUPING)
+    for got in (dask_y, *(zarr.open_group(tmp_path / name, mode="r")["Y"][...] for name in ("s.zarr", "w.zarr"))):
+        np.testing.assert_array_equal(got, plain)
