@@ -26,7 +26,9 @@ needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is 
 COMMANDS = ["simulate", "extract", pytest.param("show", marks=needs_matplotlib)]
 
 from ptycho import __version__, cli
+from ptycho.cli import _common
 from ptycho.dataset import RawData, load_grouped
+from ptycho.errors import InputError, InputTypeError
 
 OBJECT = ("64", "64")
 N = 16
@@ -382,7 +384,7 @@ def test_help_has_examples(command, capsys):
                          ids=["terminal", "quiet", "not-a-terminal"])
 def test_progress_only_on_a_terminal(monkeypatch, quiet, tty, expected):
     monkeypatch.setattr(sys, "stderr", types.SimpleNamespace(isatty=lambda: tty))
-    assert cli._progress_enabled(types.SimpleNamespace(quiet=quiet)) is expected
+    assert _common.progress_enabled(types.SimpleNamespace(quiet=quiet)) is expected
 
 
 # ---------------------------------------------------------------------------
@@ -461,6 +463,7 @@ def test_demo_quick_writes_the_files(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
+@needs_matplotlib
 def test_failing_demo_writes_nothing(tmp_path, monkeypatch, capsys):
     from ptycho import plotting
 
@@ -505,6 +508,103 @@ def test_pictures_need_matplotlib(dataset, tmp_path, monkeypatch, capsys):
     assert run("show", dataset, "-o", tmp_path / "o.png") == 2
     assert 'pip install "ptycho[plot]"' in error_line(capsys.readouterr())
     assert not (tmp_path / "o.png").exists()
+
+
+def _hide_packages(monkeypatch, *names):
+    """Make find_spec report ``names`` as not installed (the CLI's check of extras)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in names else real(name, *a))
+
+
+@pytest.mark.parametrize("make, expected", [(None, "does not exist"), (_corrupt, "not a readable"),
+                                            (_missing_field, "diff3d"), (_pickled, "xcoords")],
+                         ids=["missing", "corrupt", "missing-field", "pickled"])
+def test_show_reports_a_bad_input_before_a_missing_extra(dataset, tmp_path, monkeypatch, capsys, make, expected):
+    """Without matplotlib, a bad FILE is still an input error naming the file (issue 16)."""
+    source = tmp_path / "input.npz"
+    if make is not None:
+        make(source, dataset)
+    _hide_packages(monkeypatch, "matplotlib")
+    assert run("show", source, "-o", tmp_path / "o.png") == 2
+    message = error_line(capsys.readouterr())
+    assert "input.npz" in message and expected in message and "pip install" not in message
+
+
+def test_demo_reports_an_existing_output_before_a_missing_extra(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "overview.png").write_bytes(b"precious")
+    _hide_packages(monkeypatch, "matplotlib")
+    assert run("demo", "--quick", "--output-dir", folder) == 2
+    message = error_line(capsys.readouterr())
+    assert "already exists" in message and "pip install" not in message
+    assert run("demo", "--quick", "--output-dir", folder, "--overwrite") == 2
+    assert 'pip install "ptycho[plot]"' in error_line(capsys.readouterr())
+
+
+def test_check_reports_a_bad_input_before_missing_backends(tmp_path, monkeypatch, capsys):
+    import ptycho.backends as backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: ["numpy"])
+    assert run("check", tmp_path / "input.npz") == 2
+    message = error_line(capsys.readouterr())
+    assert "input.npz" in message and "does not exist" in message and "pip install" not in message
+
+
+def test_extract_reports_a_bad_input_before_a_missing_scale_extra(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ptycho.scale", None)
+    import ptycho
+
+    monkeypatch.delattr(ptycho, "scale", raising=False)
+    source = tmp_path / "input.npz"
+    _corrupt(source, dataset)
+    assert run("extract", source, "-o", tmp_path / "g.zarr", "--backend", "numpy") == 2
+    message = error_line(capsys.readouterr())
+    assert "input.npz" in message and "pip install" not in message
+
+
+# ---------------------------------------------------------------------------
+# Exit statuses: input errors 2, bugs 1 (issue 10)
+# ---------------------------------------------------------------------------
+
+
+def _raising(monkeypatch, exc):
+    from ptycho.cli import simulate
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(simulate, "run", fail)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("engine broke"), TypeError("unsupported operand"),
+                                 ValueError("a bug, not an input"), KeyError("field")],
+                         ids=["RuntimeError", "TypeError", "ValueError", "KeyError"])
+def test_a_bug_is_a_one_line_internal_error(monkeypatch, tmp_path, capsys, exc):
+    _raising(monkeypatch, exc)
+    assert run("simulate", "-o", tmp_path / "s.npz") == 1
+    message = error_line(capsys.readouterr())
+    assert f"internal error: {type(exc).__name__}: " in message
+    assert message.endswith("(run with --debug for the traceback)")
+
+
+def test_a_bug_with_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+    _raising(monkeypatch, TypeError("unsupported operand"))
+    assert run("--debug", "simulate", "-o", tmp_path / "s.npz") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError: unsupported operand" in err
+    assert err.strip().splitlines()[-1] == "ptycho-patches: error: internal error: TypeError: unsupported operand"
+
+
+@pytest.mark.parametrize("exc", [InputError("--N: bad value"), InputTypeError("positions: expected an array"),
+                                 cli.CLIError("input 'x.npz' does not exist"),
+                                 FileExistsError("output 'x.npz' exists")],
+                         ids=["InputError", "InputTypeError", "CLIError", "FileExistsError"])
+def test_an_input_error_exits_2(monkeypatch, tmp_path, capsys, exc):
+    _raising(monkeypatch, exc)
+    assert run("simulate", "-o", tmp_path / "s.npz") == 2
+    message = error_line(capsys.readouterr())
+    assert "internal error" not in message and "--debug" not in message
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""``ptycho-patches extract``: neighbour groups and their ground-truth patches ``Y``.
+
+Order of checks: the options, the output (folder, existing file), then the
+input dataset; only then the optional ``scale`` extra (zarr, dask) that a
+``.zarr`` output, ``--workers`` or ``--scheduler`` needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ptycho.cli._common import (EXIT_OK, CLIError, Timer, add_backend_option, add_grouping_options,
+                                default_backend, grouped_summary, load_raw, need_object, need_parent, new_parser,
+                                positive_int, prepare_backend, progress_enabled, refuse_existing, resolve_N, say,
+                                size_text)
+
+NAME = "extract"
+HELP = "cut grouped ground-truth patches (Y) from a dataset"
+EPILOG = """\
+examples:
+  ptycho-patches extract scan.npz -o groups.npz                      # gridsize 1
+  ptycho-patches extract scan.npz -o groups.npz --gridsize 2 --K 7 --nsamples 500 --seed 1
+  ptycho-patches extract scan.npz -o groups.npz --backend jax --batch-size 4096
+  ptycho-patches extract scan.npz -o groups.zarr --gridsize 2       # Zarr, needs ptycho[scale]
+  ptycho-patches extract scan.npz -o groups.npz --workers 2         # Dask, needs ptycho[scale]
+
+The output NPZ holds Y (G, N, N, c) object patches, coords_nn (G, 1, 2, c),
+coords_offsets (G, 1, 2, 1), coords_relative (G, 1, 2, c), nn_indices (G, c) and
+diffraction (G, H, W, c); c = gridsize**2, member k of group g is channel k.
+"""
+
+_SCALE_HINT = 'Zarr output and Dask runs need the optional packages: pip install "ptycho[scale]"'
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = new_parser(subparsers, NAME, HELP, EPILOG)
+    p.add_argument("input", metavar="IN", help="dataset (.npz, PtychoPINN format with objectGuess)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="grouped output: .npz, or .zarr (needs ptycho[scale])")
+    add_grouping_options(p, "one group per scan position")
+    add_backend_option(p)
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="P",
+                   help="patches per engine call, bounds working memory (default: all at once)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="run on a local Dask cluster with this many workers (needs ptycho[scale])")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask scheduler, e.g. tcp://host:8786 (needs ptycho[scale])")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="a .zarr OUT left by an interrupted run with the same settings: keep its "
+                   "complete chunks and compute the rest")
+    return p
+
+
+def _scale_module() -> Any:
+    try:
+        import ptycho.scale as scale
+    except ImportError as exc:
+        raise CLIError(f"{_SCALE_HINT} ({exc})") from exc
+    return scale
+
+
+def _call_scale(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+    """Call a ptycho.scale function; a missing zarr/dask surfaces as the install hint."""
+    try:
+        return fn(*a, **kw)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root in ("zarr", "dask", "distributed", "numcodecs"):
+            raise CLIError(f"{_SCALE_HINT} ({exc})") from exc
+        raise
+
+
+def _check_options(args: argparse.Namespace, out: Path, to_zarr: bool, on_dask: bool) -> None:
+    if to_zarr and on_dask:
+        raise CLIError("--workers/--scheduler write an .npz output; for a .zarr output drop them "
+                       "(Zarr streaming runs chunk by chunk in this process)")
+    if args.workers is not None and args.scheduler is not None:
+        raise CLIError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+    if not to_zarr and out.suffix.lower() != ".npz":
+        raise CLIError(f"output {str(out)!r}: expected a name ending in .npz or .zarr")
+    if args.resume and (not to_zarr or args.overwrite):
+        raise CLIError("--resume continues an interrupted .zarr output; it needs a .zarr OUT and no --overwrite")
+
+
+def _fields_text(grouped: dict) -> str:
+    order = ("Y", "coords_nn", "coords_offsets", "coords_relative", "nn_indices", "diffraction")
+    parts = []
+    for key in order:
+        if key in grouped:
+            arr = np.asarray(grouped[key]) if not hasattr(grouped[key], "shape") else grouped[key]
+            parts.append(f"{key} {tuple(int(s) for s in arr.shape)} {arr.dtype}")
+    return ", ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    src, out = Path(args.input), Path(args.output)
+    to_zarr = out.suffix.lower() == ".zarr"
+    on_dask = args.workers is not None or args.scheduler is not None
+    _check_options(args, out, to_zarr, on_dask)
+    need_parent(out)
+    if not args.resume:
+        refuse_existing([out], args.overwrite)
+    raw = load_raw(src)
+    need_object(raw, src, NAME)
+    N = resolve_N(args.N, raw)
+    # The input is good: now the optional extra (before the seconds of a backend import).
+    scale = _scale_module() if to_zarr or on_dask else None
+    backend = args.backend or default_backend()
+    progress = progress_enabled(args)
+    # On Dask the workers import the backend; here only local runs pay for it.
+    import_seconds = 0.0 if on_dask else prepare_backend(backend, args.debug)
+    options = dict(N=N, gridsize=args.gridsize, K=args.K, nsamples=args.nsamples, seed=args.seed,
+                   backend=backend, batch_size=args.batch_size)
+
+    if to_zarr:
+        existed = out.exists()
+        with Timer() as t:
+            # Without overwrite, grouped_to_zarr resumes a store of the same
+            # settings (and refuses one of other settings).
+            _call_scale(scale.grouped_to_zarr, raw, out, overwrite=args.overwrite, progress=progress, **options)
+        resumed = " (resumed)" if args.resume and existed else ""
+        say(f"extract: {len(raw)} positions -> Zarr, N={N}, gridsize={args.gridsize}, backend {backend}, "
+            f"in {t.seconds:.2f} s{resumed}")
+        say(f"wrote {out} ({size_text(out)})")
+        return EXIT_OK
+
+    with Timer() as t:
+        if on_dask:
+            grouped = _call_scale(scale.grouped_with_dask, raw, workers=args.workers, scheduler=args.scheduler,
+                                  progress=progress, **options)
+        else:
+            grouped = raw.generate_grouped_data(progress=progress, **options)
+    from ptycho.dataset import save_grouped
+
+    with Timer() as tw:
+        save_grouped(out, grouped, overwrite=args.overwrite)
+    G, c, N, P = grouped_summary(grouped)
+    rate = f", {P / t.seconds:,.0f} patches/s" if t.seconds > 0 else ""
+    where = " on Dask" if on_dask else f" (import {import_seconds:.2f} s)"
+    say(f"extract: {G} groups x {c} = {P} patches of {N}x{N} ({grouped['Y'].dtype}) from {len(raw)} "
+        f"positions, backend {backend}{where}")
+    say(f"         grouping and patches {t.seconds:.2f} s{rate} (compilation included)")
+    say(f"fields: {_fields_text(grouped)}")
+    say(f"wrote {out} ({size_text(out)}) in {tw.seconds:.2f} s")
+    return EXIT_OK
