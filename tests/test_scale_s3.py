@@ -1,0 +1,185 @@
+"""Zarr outputs on object storage: ``s3://`` against a local S3 server (moto) on 127.0.0.1.
+
+The server is started here, on a loopback address with a free port, and
+every S3 call (this process and the Dask workers) goes to it through the
+standard AWS environment variables: nothing leaves the machine.
+
+Skipped when s3fs (``scale`` extra) or moto's server (``test`` extra) is
+missing, unless the ``scale`` extra is demanded (``PTYCHO_TEST_EXTRAS=scale``;
+CI demands it and installs both).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from ptycho.backends import extract_patches_grouped
+from ptycho.testing import demanded_extras, require_extra
+from tests.helpers import random_object
+
+zarr = require_extra("scale", "zarr")
+distributed = require_extra("scale", "distributed")
+s3fs = require_extra("scale", "s3fs")
+try:
+    from moto.server import ThreadedMotoServer
+except ImportError as exc:  # the server is a test dependency, not part of the scale extra
+    if "scale" in demanded_extras():
+        pytest.fail(f"the scale extra is demanded but moto's server cannot be imported: {exc}", pytrace=False)
+    pytest.skip("needs moto's S3 server: pip install 'ptycho[test]' (moto[server])", allow_module_level=True)
+
+from ptycho.scale import extract_to_zarr, grouped_to_zarr  # noqa: E402
+
+N = 8
+BUCKET = "ptycho-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 and the AWS variables that point every client at it."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    endpoint = f"http://{host}:{port}"
+    nowhere = str(tmp_path_factory.mktemp("aws") / "none")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+            "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+        }.items():
+            mp.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir(BUCKET)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(s3):
+    """2 worker processes started with the AWS variables set (workers inherit them, as on a cluster)."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def _object(dtype=np.complex64, shape=(40, 52), seed=0):
+    return random_object(shape, dtype, seed)
+
+
+def _positions(P, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-6.0, 58.0, size=(P, 2))
+
+
+def _reference(image, positions, channels):
+    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
+    return ref if channels > 1 else ref[..., 0]
+
+
+def _keys(prefix):
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    return sorted(fs.find(f"{BUCKET}/{prefix}"))
+
+
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["in-process", "workers"])
+def test_patches_stream_to_s3(s3, request, on_cluster):
+    url = f"s3://{BUCKET}/patches-{on_cluster}.zarr"
+    client = request.getfixturevalue("client") if on_cluster else None
+    image, positions = _object(), _positions(400)
+    out = extract_to_zarr(image, positions, N, url, channels=4, chunk_size=64, client=client, overwrite=True)
+    ref = _reference(image, positions, 4)
+    np.testing.assert_array_equal(out[...], ref)
+    np.testing.assert_array_equal(zarr.open_array(url, mode="r")[...], ref)
+    keys = _keys(f"patches-{on_cluster}.zarr")
+    assert f"{BUCKET}/patches-{on_cluster}.zarr/zarr.json" in keys
+    assert sum("/c/" in key for key in keys) == 7  # one object per chunk of 16 groups
+    assert zarr.open_array(url, mode="r").attrs["completed_chunks"] == [[0, 7]]
+
+
+def test_explicit_storage_options_without_the_endpoint_variable(s3, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    options = {"endpoint_url": s3, "key": "testing", "secret": "testing"}
+    image, positions = _object(), _positions(100)
+    url = f"s3://{BUCKET}/explicit.zarr"
+    out = extract_to_zarr(image, positions, N, url, chunk_size=32, storage_options=options, overwrite=True)
+    np.testing.assert_array_equal(out[...], _reference(image, positions, 1))
+    np.testing.assert_array_equal(zarr.open_array(url, mode="r", storage_options=options)[...],
+                                  _reference(image, positions, 1))
+
+
+def test_an_s3_store_resumes_and_refuses_other_inputs(s3, client):
+    image, positions = _object(), _positions(400)
+    url = f"s3://{BUCKET}/resume.zarr"
+
+    def crash(chunk):
+        if chunk == 2:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        extract_to_zarr(image, positions, N, url, chunk_size=64, on_chunk=crash, overwrite=True)
+    computed = []
+    out = extract_to_zarr(image, positions, N, url, chunk_size=64, client=client, on_chunk=computed.append)
+    assert sorted(computed) == [3, 4, 5, 6]
+    np.testing.assert_array_equal(out[...], _reference(image, positions, 1))
+    with pytest.raises(ValueError, match="overwrite=True"):
+        extract_to_zarr(image, positions + 0.5, N, url, chunk_size=64)
+
+
+def _raw(M=60, seed=3):
+    from ptycho.dataset import RawData
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(4.0, 44.0, M)
+    y = rng.uniform(4.0, 36.0, M)
+    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
+    probe = np.ones((N, N), np.complex64)
+    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=_object())
+
+
+GROUPING = dict(K=6, nsamples=20, gridsize=2, seed=11)
+
+
+def test_grouped_outputs_on_disk_and_on_s3_with_and_without_workers_hold_the_same_Y(s3, client, tmp_path):
+    """Acceptance: local .zarr and s3://, each with and without workers, equal generate_grouped_data."""
+    raw = _raw()
+    expected = raw.generate_grouped_data(N, backend="numpy", **GROUPING)
+    outputs = {
+        "local": (str(tmp_path / "g.zarr"), None),
+        "local-workers": (str(tmp_path / "gw.zarr"), client),
+        "s3": (f"s3://{BUCKET}/g.zarr", None),
+        "s3-workers": (f"s3://{BUCKET}/gw.zarr", client),
+    }
+    for name, (where, on) in outputs.items():
+        grouped_to_zarr(raw, where, N=N, batch_size=12, client=on, overwrite=True, **GROUPING)
+        group = zarr.open_group(where, mode="r")
+        assert group.attrs["complete"] is True, name
+        for field, value in expected.items():
+            np.testing.assert_array_equal(group[field][...], value, err_msg=f"{name}: {field}")
+
+
+def test_grouped_overwrite_on_s3_replaces_the_group(s3):
+    raw = _raw()
+    url = f"s3://{BUCKET}/replaced.zarr"
+    grouped_to_zarr(raw, url, N=N, batch_size=8, **GROUPING)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        grouped_to_zarr(raw, url, N=N, batch_size=8, **dict(GROUPING, seed=12))
+    grouped_to_zarr(raw, url, N=N, batch_size=8, overwrite=True, **dict(GROUPING, seed=12))
+    expected = raw.generate_grouped_data(N, backend="numpy", **dict(GROUPING, seed=12))["Y"]
+    np.testing.assert_array_equal(zarr.open_group(url, mode="r")["Y"][...], expected)
+
+
+def test_storage_options_need_a_url(tmp_path):
+    with pytest.raises(ValueError, match="not a URL"):
+        extract_to_zarr(_object(), _positions(40), N, tmp_path / "p.zarr", storage_options={"anon": True})
+    with pytest.raises(TypeError, match="storage_options"):
+        extract_to_zarr(_object(), _positions(40), N, f"s3://{BUCKET}/x.zarr", storage_options="anon=true")
