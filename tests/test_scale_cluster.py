@@ -318,3 +318,18 @@ def test_npz_and_zarr_paths_with_and_without_workers_hold_the_same_Y(tmp_path, c
     grouped_to_zarr(raw, tmp_path / "w.zarr", N=N, batch_size=8, client=client, **GROUPING)
     for got in (dask_y, *(zarr.open_group(tmp_path / name, mode="r")["Y"][...] for name in ("s.zarr", "w.zarr"))):
         np.testing.assert_array_equal(got, plain)
+
+
+def test_benchmark_dask_zarr_phase_runs_at_a_tiny_size(tmp_path, capsys):
+    import json
+
+    from ptycho.scale import bench
+
+    argv = ["--patches", "96", "--chunk-size", "32", "--N", "8", "--object-side", "48",
+            "--phases", "dask-zarr", "--cluster-workers", "1", "--work-dir", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (run,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dask-zarr"]
+    assert run["patches"] == 96 and run["workers"] == 1 and run["complete"] is True
+    assert run["logical_GB"] == pytest.approx(96 * 8 * 8 * 8 / 1e9)
+    assert run["client_peak_rss_mb"] > 0 and run["workers_peak_rss_mb"] > 0
+    assert list(tmp_path.iterdir()) == []  # the store is deleted after the measurement

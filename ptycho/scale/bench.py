@@ -13,7 +13,13 @@ child process so that its peak resident memory (``VmHWM`` from
 - ``dask``: ``dask_extract_patches`` on a ``LocalCluster`` of 1 and of 2
   single-threaded worker processes (results persisted on the workers), and
   the scheduling overhead per chunk, measured with chunks so small that the
-  engine time is negligible.
+  engine time is negligible;
+- ``dask-zarr``: ``extract_to_zarr(..., client=...)`` -- the workers of a
+  ``LocalCluster`` (1 and 2 by default, ``--cluster-workers``) write every
+  chunk straight into one Zarr store (raw, no compressor), a local directory
+  or ``--output URL`` (``s3://bucket/run.zarr``); the client's peak memory
+  (the process that holds the object, the positions and the scheduler), the
+  workers' peak memory and the throughput.
 
 The summary is printed as a table and as one JSON line.
 """
@@ -32,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-PHASES = ("memory", "zarr-raw", "zarr-default", "dask")
+PHASES = ("memory", "zarr-raw", "zarr-default", "dask", "dask-zarr")
 
 
 def peak_rss_mb() -> float:
@@ -45,6 +51,28 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (VmRSS), in MiB; NaN where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def cpu_seconds() -> float:
@@ -212,11 +240,83 @@ def phase_dask(args: argparse.Namespace) -> dict:
     return results
 
 
+def _remove_store(store: str) -> int:
+    """Delete a benchmark store (a directory or a URL); return the bytes it held."""
+    if "://" not in store:
+        stored = _dir_bytes(store)
+        shutil.rmtree(store, ignore_errors=True)
+        return stored
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(store)
+    stored = sum(fs.du(path, total=False).values()) if fs.exists(path) else 0
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    return stored
+
+
+def phase_dask_zarr(args: argparse.Namespace) -> dict:
+    import distributed
+
+    from ptycho.scale import extract_to_zarr
+
+    workers = args.one_cluster
+    image = make_object(args.object_side)
+    positions = make_positions(args.patches, args.object_side)
+    store = args.output or os.path.join(args.work_dir, f"bench-dask-{os.getpid()}.zarr")
+    if "://" in store:
+        _remove_store(store)
+    try:
+        with distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+            silence_logs=50,
+        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+            client.run(_warm_up, args.N, args.backend)
+            setup_peak = peak_rss_mb()
+            reset = reset_peak_rss()  # from here VmHWM is the run's own peak
+            rss_before = rss_mb()
+            cpu_before = sum(client.run(cpu_seconds).values())
+            client_cpu = cpu_seconds()
+            start = time.perf_counter()
+            array = extract_to_zarr(
+                image, positions, args.N, store, chunk_size=args.chunk_size, backend=args.backend,
+                compressor=None, overwrite=True, client=client, progress=args.progress,
+            )
+            elapsed = time.perf_counter() - start
+            client_cpu = cpu_seconds() - client_cpu
+            workers_cpu = sum(client.run(cpu_seconds).values()) - cpu_before
+            workers_peak = max(client.run(peak_rss_mb).values())
+            logical = int(np.prod(array.shape)) * array.dtype.itemsize
+            complete = bool(array.attrs["complete"])
+    finally:
+        stored = _remove_store(store)
+    return {
+        "patches": len(positions),
+        "workers": workers,
+        "output": "url" if "://" in store else "local",
+        "complete": complete,
+        "seconds": elapsed,
+        "patches_per_s": len(positions) / elapsed,
+        "MB_per_s": logical / elapsed / 1e6,
+        "logical_GB": logical / 1e9,
+        "stored_GB": stored / 1e9,
+        "client_peak_rss_mb": peak_rss_mb() if reset else float("nan"),
+        "client_rss_before_mb": rss_before,
+        "client_setup_peak_rss_mb": setup_peak,
+        "client_cpu_s": client_cpu,
+        "inputs_mb": (image.nbytes + positions.nbytes) / 2**20,
+        "workers_peak_rss_mb": workers_peak,
+        "workers_cpu_s": workers_cpu,
+        "cores_busy": workers_cpu / elapsed,
+    }
+
+
 _RUNNERS = {
     "memory": phase_memory,
     "zarr-raw": phase_zarr_raw,
     "zarr-default": phase_zarr_default,
     "dask": phase_dask,
+    "dask-zarr": phase_dask_zarr,
 }
 
 
@@ -249,12 +349,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", default=None,
                         help="where the Zarr stores go (default: a temporary directory in the current one)")
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    parser.add_argument("--cluster-workers", type=int, nargs="+", default=[1, 2],
+                        help="dask-zarr: worker processes of each LocalCluster (default 1 2)")
+    parser.add_argument("--output", default=None, metavar="URL",
+                        help="dask-zarr: write to this URL (s3://bucket/run.zarr; deleted afterwards) "
+                             "instead of a directory in --work-dir")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # child process mode
+    parser.add_argument("--one-cluster", type=int, default=1, help=argparse.SUPPRESS)
     return parser
 
 
-def _run_child(phase: str, argv: list, work_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "ptycho.scale.bench", *argv, "--phase", phase, "--work-dir", work_dir]
+def _run_child(phase: str, argv: list, work_dir: str, extra: tuple = ()) -> dict:
+    cmd = [sys.executable, "-m", "ptycho.scale.bench", *argv, "--phase", phase, "--work-dir", work_dir, *extra]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"phase {phase} failed with exit status {done.returncode}")
@@ -287,6 +393,14 @@ def _report(args: argparse.Namespace, results: dict) -> None:
                   f"({w['cores_busy']:.2f} cores busy); {w['overhead_ms_per_chunk']:.2f} ms per tiny chunk")
         print(f"dask 2 vs 1 workers: {d['speedup_2_vs_1']:.2f}x; engine alone per tiny chunk "
               f"{d['sync_ms_per_tiny_chunk']:.3f} ms")
+    for z in results.get("dask-zarr", []):
+        print(f"dask-zarr {z['workers']} worker(s) -> {z['output']} store: {z['patches']} patches in "
+              f"{z['seconds']:.1f} s = {z['patches_per_s']:.0f} patches/s ({z['MB_per_s']:.0f} MB/s), "
+              f"{z['logical_GB']:.2f} GB written; client peak during the run {z['client_peak_rss_mb']:.0f} MiB "
+              f"({z['client_rss_before_mb']:.0f} MiB at its start, {z['client_setup_peak_rss_mb']:.0f} MiB "
+              f"while making the inputs of {z['inputs_mb']:.0f} MiB, "
+              f"client CPU {z['client_cpu_s']:.1f} s); workers' peak {z['workers_peak_rss_mb']:.0f} MiB, "
+              f"{z['cores_busy']:.2f} cores busy")
     print(json.dumps(results))
 
 
@@ -305,7 +419,13 @@ def main(argv: list | None = None) -> int:
     try:
         for phase in args.phases:
             print(f"running {phase} ...", file=sys.stderr, flush=True)
-            results[phase] = _run_child(phase, child_argv, work_dir)
+            if phase == "dask-zarr":  # one child (one client, one peak) per cluster size
+                results[phase] = [
+                    _run_child(phase, child_argv, work_dir, ("--one-cluster", str(workers)))
+                    for workers in args.cluster_workers
+                ]
+            else:
+                results[phase] = _run_child(phase, child_argv, work_dir)
     finally:
         if own_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
