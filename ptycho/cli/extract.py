@@ -1,13 +1,18 @@
 """``ptycho-patches extract``: neighbour groups and their ground-truth patches ``Y``.
 
 Order of checks: the options, the output (folder, existing file), then the
-input dataset; only then the optional ``scale`` extra (zarr, dask) that a
-``.zarr`` output, ``--workers`` or ``--scheduler`` needs.
+input dataset; only then the optional ``scale`` extra (zarr, dask, s3fs) that
+a ``.zarr`` or URL output, ``--workers`` or ``--scheduler`` needs.
+
+A ``.zarr`` output with ``--workers``/``--scheduler`` is written by the Dask
+workers, each its own chunks of ``Y``: this process holds no patch data.  An
+``.npz`` output is one file, assembled here from the workers' blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +32,13 @@ examples:
   ptycho-patches extract scan.npz -o groups.npz --backend jax --batch-size 4096
   ptycho-patches extract scan.npz -o groups.zarr --gridsize 2       # Zarr, needs ptycho[scale]
   ptycho-patches extract scan.npz -o groups.npz --workers 2         # Dask, needs ptycho[scale]
+  ptycho-patches extract scan.npz -o run.zarr --workers 2           # the workers write the Zarr store
+  ptycho-patches extract scan.npz -o s3://bucket/run.zarr --workers 8
+  ptycho-patches extract scan.npz -o s3://bucket/run.zarr --scheduler tcp://10.0.0.5:8786
+
+An s3:// output takes its endpoint and credentials from AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION (on every
+worker too); --storage-option KEY=VALUE passes any other s3fs option.
 
 The output NPZ holds Y (G, N, N, c) object patches, coords_nn (G, 1, 2, c),
 coords_offsets (G, 1, 2, 1), coords_relative (G, 1, 2, c), nn_indices (G, c) and
@@ -40,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = new_parser(subparsers, NAME, HELP, EPILOG)
     p.add_argument("input", metavar="IN", help="dataset (.npz, PtychoPINN format with objectGuess)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="grouped output: .npz, or .zarr (needs ptycho[scale])")
+                   help="grouped output: .npz, or .zarr (a path, or a URL such as s3://bucket/run.zarr; "
+                   "needs ptycho[scale])")
     add_grouping_options(p, "one group per scan position")
     add_backend_option(p)
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="P",
@@ -49,6 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="run on a local Dask cluster with this many workers (needs ptycho[scale])")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on an existing Dask scheduler, e.g. tcp://host:8786 (needs ptycho[scale])")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="storage_options",
+                   help="an option of the URL output's filesystem (s3fs: endpoint_url, anon, requester_pays, "
+                   "client_kwargs, ...); VALUE is JSON when it parses as JSON, else text; repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--resume", action="store_true",
                    help="a .zarr OUT left by an interrupted run with the same settings: keep its "
@@ -70,21 +86,62 @@ def _call_scale(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
         return fn(*a, **kw)
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
-        if root in ("zarr", "dask", "distributed", "numcodecs"):
+        if root in ("zarr", "dask", "distributed", "numcodecs", "fsspec", "s3fs"):
             raise CLIError(f"{_SCALE_HINT} ({exc})") from exc
         raise
 
 
-def _check_options(args: argparse.Namespace, out: Path, to_zarr: bool, on_dask: bool) -> None:
-    if to_zarr and on_dask:
-        raise CLIError("--workers/--scheduler write an .npz output; for a .zarr output drop them "
-                       "(Zarr streaming runs chunk by chunk in this process)")
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def _storage_options(items: list) -> dict:
+    """``["anon=true", "endpoint_url=http://..."]`` -> ``{"anon": True, "endpoint_url": "http://..."}``."""
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--storage-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
+def _check_options(args: argparse.Namespace, out_text: str, to_zarr: bool) -> None:
     if args.workers is not None and args.scheduler is not None:
         raise CLIError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
-    if not to_zarr and out.suffix.lower() != ".npz":
-        raise CLIError(f"output {str(out)!r}: expected a name ending in .npz or .zarr")
+    if _is_url(out_text) and not to_zarr:
+        raise CLIError(f"output {out_text!r}: a URL output is a Zarr store; expected a name ending in .zarr")
+    if not to_zarr and Path(out_text).suffix.lower() != ".npz":
+        raise CLIError(f"output {out_text!r}: expected a name ending in .npz or .zarr")
+    if args.storage_options and not _is_url(out_text):
+        raise CLIError(f"--storage-option configures a URL output (s3://bucket/run.zarr); {out_text!r} is a path")
     if args.resume and (not to_zarr or args.overwrite):
         raise CLIError("--resume continues an interrupted .zarr output; it needs a .zarr OUT and no --overwrite")
+
+
+def _url_exists(url: str, options: dict) -> bool:
+    """Whether a Zarr node (``zarr.json``) is at ``url``; the filesystem's package missing is the install hint."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+    except ImportError as exc:
+        raise CLIError(f"output {url!r}: its filesystem is not installed ({exc}); {_SCALE_HINT}") from exc
+    return bool(fs.exists(f"{path.rstrip('/')}/zarr.json"))
+
+
+def _url_size_text(url: str, options: dict) -> str:
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        size = float(fs.du(path))
+    except Exception:  # noqa: BLE001 - a size is only informative
+        return "?"
+    return f"{size / 1e6:.1f} MB" if size < 1e9 else f"{size / 1e9:.1f} GB"
 
 
 def _fields_text(grouped: dict) -> str:
@@ -98,13 +155,17 @@ def _fields_text(grouped: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    src, out = Path(args.input), Path(args.output)
-    to_zarr = out.suffix.lower() == ".zarr"
+    src, out_text = Path(args.input), args.output
+    url = _is_url(out_text)
+    out = None if url else Path(out_text)
+    to_zarr = out_text.rstrip("/").lower().endswith(".zarr")
     on_dask = args.workers is not None or args.scheduler is not None
-    _check_options(args, out, to_zarr, on_dask)
-    need_parent(out)
-    if not args.resume:
-        refuse_existing([out], args.overwrite)
+    _check_options(args, out_text, to_zarr)
+    storage_options = _storage_options(args.storage_options)
+    if out is not None:
+        need_parent(out)
+        if not args.resume:
+            refuse_existing([out], args.overwrite)
     raw = load_raw(src)
     need_object(raw, src, NAME)
     N = resolve_N(args.N, raw)
@@ -118,15 +179,31 @@ def run(args: argparse.Namespace) -> int:
                    backend=backend, batch_size=args.batch_size)
 
     if to_zarr:
-        existed = out.exists()
+        if url:
+            existed = _url_exists(out_text, storage_options)
+            if existed and not (args.resume or args.overwrite):
+                raise CLIError(f"output {out_text!r} already exists; use --overwrite to replace it "
+                               "(or --resume to continue it)")
+        else:
+            existed = out.exists()
+        cluster = dict(workers=args.workers, scheduler=args.scheduler)
+        if url:
+            cluster["storage_options"] = storage_options
         with Timer() as t:
             # Without overwrite, grouped_to_zarr resumes a store of the same
-            # settings (and refuses one of other settings).
-            _call_scale(scale.grouped_to_zarr, raw, out, overwrite=args.overwrite, progress=progress, **options)
+            # settings (and refuses one of other settings).  On Dask the
+            # workers write Y's chunks into the store themselves.
+            _call_scale(scale.grouped_to_zarr, raw, out_text if url else out, overwrite=args.overwrite,
+                        progress=progress, **cluster, **options)
         resumed = " (resumed)" if args.resume and existed else ""
-        say(f"extract: {len(raw)} positions -> Zarr, N={N}, gridsize={args.gridsize}, backend {backend}, "
+        where = ""
+        if args.workers is not None:
+            where = f" on Dask ({args.workers} local worker{'s' if args.workers > 1 else ''})"
+        elif args.scheduler is not None:
+            where = f" on Dask ({args.scheduler})"
+        say(f"extract: {len(raw)} positions -> Zarr, N={N}, gridsize={args.gridsize}, backend {backend}{where}, "
             f"in {t.seconds:.2f} s{resumed}")
-        say(f"wrote {out} ({size_text(out)})")
+        say(f"wrote {out_text} ({_url_size_text(out_text, storage_options) if url else size_text(out)})")
         return EXIT_OK
 
     with Timer() as t:
