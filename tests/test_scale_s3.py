@@ -183,3 +183,29 @@ def test_storage_options_need_a_url(tmp_path):
         extract_to_zarr(_object(), _positions(40), N, tmp_path / "p.zarr", storage_options={"anon": True})
     with pytest.raises(TypeError, match="storage_options"):
         extract_to_zarr(_object(), _positions(40), N, f"s3://{BUCKET}/x.zarr", storage_options="anon=true")
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["in-process", "workers2"])
+def test_cli_writes_s3_outputs_equal_to_the_npz(s3, tmp_path, capsys, workers):
+    """``ptycho-patches extract scan.npz -o s3://bucket/run.zarr [--workers 2]`` == the .npz output."""
+    from ptycho import cli
+    from ptycho.dataset import load_grouped
+
+    def run(*argv):
+        return cli.main([str(a) for a in argv])
+
+    grouping = ("--gridsize", 2, "--K", 6, "--nsamples", 30, "--seed", 2, "--backend", "numpy", "--batch-size", 16)
+    scan, npz = tmp_path / "scan.npz", tmp_path / "g.npz"
+    assert run("simulate", "-o", scan, "--object-size", 64, 64, "--N", 16, "--positions", 50, "--seed", 1) == 0
+    assert run("extract", scan, "-o", npz, *grouping) == 0
+    url = f"s3://{BUCKET}/cli-{len(workers)}.zarr"
+    assert run("extract", scan, "-o", url, *grouping, *workers) == 0
+    assert f"wrote {url}" in capsys.readouterr().out
+    np.testing.assert_array_equal(zarr.open_group(url, mode="r")["Y"][...], load_grouped(npz)["Y"])
+    # the output exists now: refused without --overwrite / --resume, then resumed (a no-op)
+    assert run("extract", scan, "-o", url, *grouping, *workers) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run("extract", scan, "-o", url, *grouping, *workers, "--resume") == 0
+    # --storage-option reaches s3fs (here: the endpoint, given explicitly)
+    assert run("extract", scan, "-o", url, *grouping, "--overwrite", "--storage-option", f"endpoint_url={s3}") == 0
+    np.testing.assert_array_equal(zarr.open_group(url, mode="r")["Y"][...], load_grouped(npz)["Y"])
