@@ -4,7 +4,10 @@ Three ways to run the one engine (:func:`ptycho.backends.extract_patches_grouped
 over many positions, each cutting the positions into chunks of whole groups:
 
 - :func:`extract_to_zarr` / :func:`grouped_to_zarr` -- stream the patches to a
-  Zarr v3 array chunk by chunk (bounded memory, resumable after a kill);
+  Zarr v3 array chunk by chunk (bounded memory, resumable after a kill), on a
+  path or any fsspec URL (``s3://bucket/run.zarr``); given a Dask cluster
+  (``client=``, ``workers=``, ``scheduler=``) each worker writes its own
+  chunks into the one store and the client holds no patch data;
 - :func:`dask_extract_patches` / :func:`grouped_with_dask` -- a Dask array over
   chunks of positions, computed by any Dask scheduler (threads, a
   ``LocalCluster``, or an existing ``dask.distributed`` cluster);
