@@ -1,40 +1,44 @@
-"""The PtychoPINN dataset (:class:`RawData`) and its neighbour grouping.
+"""The PtychoPINN dataset (:class:`RawData`) and its grouped fields.
 
 A ptychography scan is M diffraction frames, each recorded with the probe
 centred on a scan position (x, y) of the object.  PtychoPINN trains on
-*groups*: c = gridsize**2 scan positions that lie close together, stacked as
-the c channels of one sample.  This module
+*groups* of c = gridsize**2 neighbouring positions (formed by
+:mod:`ptycho.grouping`).  This module
 
 - loads, validates and saves the dataset (:class:`RawData`, PtychoPINN's NPZ
   layout, read with ``allow_pickle=False`` and written atomically);
-- forms the groups (:func:`group_neighbours`, a SciPy ``cKDTree``);
 - gathers every per-group field (:meth:`RawData.grouped_fields`) and cuts the
   ground-truth object patches ``Y`` at the members' positions
-  (:meth:`RawData.generate_grouped_data`) with the batched engine.
+  (:meth:`RawData.generate_grouped_data`) with the batched engine;
+- checks, saves and loads grouped dicts (:func:`check_grouped`,
+  :func:`save_grouped`, :func:`load_grouped`).
 
 Coordinates are object pixels in (x, y) order: x is the column, y the row.
 Member k of group g is channel k of every grouped field.
 
 Importing this module imports neither TensorFlow nor JAX: the TensorFlow path
-loads :mod:`ptycho.raw_data` only when it runs.
+loads :mod:`ptycho.tf_patches` only when it runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
+from ptycho._chunks import chunk_bounds, pad_rows
 from ptycho._io import load_npz, save_npz
+from ptycho.grouping import centre_and_relative, channel_coords, group_neighbours
 
 __all__ = [
     "RawData",
     "group_neighbours",
     "generate_grouped_data",
+    "check_grouped",
     "save_grouped",
     "load_grouped",
     "GROUPED_REQUIRED",
@@ -122,133 +126,6 @@ def _scan_index(value: Any, M: int) -> np.ndarray:
         if not np.array_equal(arr, np.round(arr)):
             raise InputTypeError(f"scan_index must hold integers, got non-integral values of dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
-
-
-# ---------------------------------------------------------------------------
-# Grouping
-# ---------------------------------------------------------------------------
-
-
-def _optional_positive_int(value: Any, name: str) -> Optional[int]:
-    return None if value is None else _validate.positive_int(value, name)
-
-
-def _coords_2d(coords: Any) -> np.ndarray:
-    arr = _real_array(coords, "coords", "an array of scan positions (M, 2) holding (x, y)")
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InputError(f"coords must have shape (M, 2) holding (x, y), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise InputError("coords must hold at least one scan position, got shape (0, 2)")
-    _validate.finite(arr, "coords")
-    return arr.astype(np.float64, copy=False)
-
-
-def _rng(seed: Any) -> np.random.Generator:
-    """``np.random.default_rng(seed)`` with an error that names ``seed``."""
-    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (str, bytes, float)):
-        raise InputTypeError(
-            f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}"
-        )
-    try:
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r} ({exc})"
-        ) from exc
-
-
-def _sample(rng: np.random.Generator, M: int, nsamples: int) -> np.ndarray:
-    """``nsamples`` indices into M, distinct when possible, in ascending order."""
-    picked = rng.choice(M, size=nsamples, replace=nsamples > M)
-    return np.sort(picked).astype(np.int64)
-
-
-def group_neighbours(
-    coords: Any,
-    *,
-    gridsize: int,
-    K: Optional[int] = None,
-    nsamples: Optional[int] = None,
-    seed: Any = None,
-) -> np.ndarray:
-    """Form groups of c = gridsize**2 neighbouring scan positions.
-
-    Parameters
-    ----------
-    coords : array (M, 2)
-        Scan positions, (x, y) in object pixels.
-    gridsize : int
-        Groups have c = gridsize**2 members.
-    K : int, optional
-        gridsize > 1: each group's members are drawn from its seed position's
-        K nearest positions, the seed included; requires c <= K <= M.
-        Default c: a group is its seed and the seed's c - 1 nearest
-        neighbours, the most compact group there is.  A larger K gives more
-        varied groups from the same scan.  Ignored for gridsize 1.
-    nsamples : int, optional
-        The number of groups G.  Default: one group per scan position, in scan
-        order (for gridsize 1 that is the scan itself).  Otherwise ``nsamples``
-        seed positions are drawn without replacement (with replacement only
-        when nsamples > M), in ascending scan order.
-    seed : int, numpy.random.Generator or None
-        Seeds ``np.random.default_rng``; the same seed gives the same groups.
-
-    Returns
-    -------
-    numpy.ndarray (G, c), int64
-        ``nn_indices[g, k]`` is the scan index of member k of group g.  Member
-        0 is the seed position; the others follow in order of distance from it.
-    """
-    coords = _coords_2d(coords)
-    M = coords.shape[0]
-    gridsize = _validate.positive_int(gridsize, "gridsize")
-    K = _optional_positive_int(K, "K")
-    nsamples = _optional_positive_int(nsamples, "nsamples")
-    c = gridsize**2
-    rng = _rng(seed)
-
-    seeds = np.arange(M, dtype=np.int64) if nsamples is None else _sample(rng, M, nsamples)
-    if c == 1:
-        return seeds[:, None]
-
-    K = c if K is None else K
-    if K < c:
-        raise InputError(f"K must be at least c = gridsize**2 = {c} (members are drawn from K neighbours), got K={K}")
-    if K > M:
-        raise InputError(f"K must not exceed the number of scan positions M = {M}, got K={K}")
-
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(coords)
-    _, neighbours = tree.query(coords[seeds], k=K)
-    neighbours = np.asarray(neighbours, dtype=np.int64).reshape(len(seeds), K)
-
-    # Duplicate positions tie at distance 0 and the tree may rank the seed after
-    # its twins (or, with more than K twins, leave it out): put it first.
-    is_seed = neighbours == seeds[:, None]
-    absent = ~is_seed.any(axis=1)
-    neighbours[absent, -1] = seeds[absent]
-    is_seed[absent, -1] = True
-    first = np.argsort(~is_seed, axis=1, kind="stable")
-    neighbours = np.take_along_axis(neighbours, first, axis=1)
-    others = neighbours[:, 1:]  # (G, K-1), by distance from the seed
-
-    if K > c:
-        # c-1 distinct draws out of K-1 per group, vectorised: the smallest of
-        # K-1 random keys; sorted afterwards so members stay in distance order.
-        pick = np.sort(np.argsort(rng.random(others.shape), axis=1)[:, : c - 1], axis=1)
-        others = np.take_along_axis(others, pick, axis=1)
-    return np.concatenate([neighbours[:, :1], others[:, : c - 1]], axis=1)
-
-
-def _channel_coords(x: np.ndarray, y: np.ndarray, nn_indices: np.ndarray) -> np.ndarray:
-    """(G, 1, 2, c) coordinates of the members; axis 2 holds (x, y)."""
-    return np.stack([x[nn_indices], y[nn_indices]], axis=1)[:, None, :, :]
-
-
-def _centre_and_relative(coords_nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.mean(coords_nn, axis=3, keepdims=True)
-    return offsets, coords_nn - offsets
 
 
 # ---------------------------------------------------------------------------
@@ -415,7 +292,7 @@ class RawData:
         nsamples: Optional[int] = None,
         seed: Any = None,
     ) -> np.ndarray:
-        """Neighbour groups (G, c) of scan indices; see :func:`group_neighbours`."""
+        """Neighbour groups (G, c) of scan indices; see :func:`ptycho.grouping.group_neighbours`."""
         return group_neighbours(self.coords, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
 
     def _check_nn_indices(self, nn_indices: Any) -> np.ndarray:
@@ -462,10 +339,10 @@ class RawData:
             channel k (last axis) of each.
         """
         nn = self._check_nn_indices(nn_indices)
-        coords_nn = _channel_coords(self.xcoords, self.ycoords, nn)
-        offsets, relative = _centre_and_relative(coords_nn)
-        start_nn = _channel_coords(self.xcoords_start, self.ycoords_start, nn)
-        start_offsets, start_relative = _centre_and_relative(start_nn)
+        coords_nn = channel_coords(self.xcoords, self.ycoords, nn)
+        offsets, relative = centre_and_relative(coords_nn)
+        start_nn = channel_coords(self.xcoords_start, self.ycoords_start, nn)
+        start_offsets, start_relative = centre_and_relative(start_nn)
         out = {
             "coords_nn": coords_nn,
             "coords_offsets": offsets,
@@ -500,12 +377,12 @@ class RawData:
         N : int
             Patch side in pixels.
         K, nsamples, seed
-            See :func:`group_neighbours`.
+            See :func:`ptycho.grouping.group_neighbours`.
         gridsize : int, optional
             Default ``ptycho.params.get('gridsize')``.
         backend : {'tensorflow', 'numpy', 'jax'}
             Engine for ``Y``.  'tensorflow' is PtychoPINN's production path,
-            :func:`ptycho.raw_data.get_image_patches`; the others call
+            :func:`ptycho.tf_patches.get_image_patches`; the others call
             :func:`ptycho.backends.extract_patches_grouped`.  All three give
             the same values bit for bit.
         batch_size : int, optional
@@ -534,7 +411,7 @@ class RawData:
             )
         N = _validate.patch_size(N)
         gridsize = _validate.positive_int(params.get("gridsize") if gridsize is None else gridsize, "gridsize")
-        batch_size = _optional_positive_int(batch_size, "batch_size")
+        batch_size = None if batch_size is None else _validate.positive_int(batch_size, "batch_size")
         from ptycho.backends import canonical_name
 
         backend = canonical_name(backend)
@@ -560,7 +437,7 @@ def _object_patches(
     """``Y`` (G, N, N, c): the object patches at ``coords_nn``, chunked by groups."""
     G, c = coords_nn.shape[0], coords_nn.shape[3]
     groups_per_call = G if batch_size is None else max(1, batch_size // c)
-    dtype = np.complex128 if obj.dtype == np.complex128 else np.complex64
+    dtype = _validate.working_dtypes(obj.dtype)[0]
     Y = np.empty((G, N, N, c), dtype=dtype)
     if G == 0:
         return Y
@@ -569,14 +446,11 @@ def _object_patches(
 
     with tqdm(total=G, unit="group", desc=f"patches ({backend})", file=sys.stderr,
               disable=not progress, leave=False) as bar:
-        for start in range(0, G, groups_per_call):
-            stop = min(start + groups_per_call, G)
+        for start, stop in chunk_bounds(G, groups_per_call):
             chunk = coords_nn[start:stop]
-            short = groups_per_call - chunk.shape[0]
-            if short and backend != "numpy":
-                # Compiled engines (XLA, jax.jit) compile once per shape: pad
-                # the last chunk to the common shape and drop the extra groups.
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], short, axis=0)])
+            if backend != "numpy":
+                # Compiled engines (XLA, jax.jit) compile once per shape.
+                chunk = pad_rows(chunk, groups_per_call)
             Y[start:stop] = cut(chunk)[: stop - start]
             bar.update(stop - start)
     return Y
@@ -586,7 +460,7 @@ def _patch_cutter(obj: np.ndarray, N: int, gridsize: int, backend: str):
     """A function (g, 1, 2, c) coordinates -> (g, N, N, c) NumPy patches."""
     if backend == "tensorflow":
         from ptycho.config.config import ModelConfig
-        from ptycho.raw_data import get_image_patches
+        from ptycho.tf_patches import get_image_patches
 
         config = ModelConfig(N=N, gridsize=gridsize, use_batched_patch_extraction=True)
 
@@ -635,21 +509,67 @@ def save_grouped(path: PathLike, grouped: dict, *, overwrite: bool = False) -> N
     save_npz(path, {k: v for k, v in grouped.items() if v is not None}, overwrite=overwrite)
 
 
-def load_grouped(path: PathLike) -> dict[str, np.ndarray]:
-    """Load a grouped NPZ written by :func:`save_grouped`, checking shapes agree.
+def _shape(value: Any) -> tuple:
+    """The shape of an array of any library, without copying it."""
+    shape = getattr(value, "shape", None)
+    return tuple(int(n) for n in (np.shape(value) if shape is None else shape))
+
+
+def check_grouped(
+    grouped: Any,
+    name: str = "grouped",
+    *,
+    channels: Optional[int] = None,
+    required: Sequence[str] = ("coords_nn",),
+    drawable: bool = False,
+) -> tuple[int, int]:
+    """Check that the fields of a grouped dict agree on G groups of c members; return (G, c).
+
+    G and c come from ``nn_indices`` (G, c) when present, else from
+    ``coords_nn`` (G, 1, 2, c).  Every field present must then have its shape:
+    ``coords_nn``, ``coords_relative`` and their ``coords_start_*`` twins
+    (G, 1, 2, c), ``coords_offsets`` and ``coords_start_offsets`` (G, 1, 2, 1),
+    ``diffraction`` and ``Y`` (G, H, W, c).
+
+    Parameters
+    ----------
+    grouped : dict
+        Fields as :meth:`RawData.generate_grouped_data` or :func:`load_grouped`
+        return them (NumPy or any array with a ``shape``; nothing is copied).
+    name : str
+        What the messages call it (``grouped``, a file name, ...).
+    channels : int, optional
+        The c the caller expects.
+    required : sequence of str
+        Fields that must be present.
+    drawable : bool
+        Also require G > 0 and ``Y`` or ``diffraction`` (something to draw).
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        Missing or unreadable file, missing field, or fields whose group
-        count G or channel count c disagree (message names the file).
+    InputTypeError
+        ``grouped`` is not a dict.
+    InputError
+        A required field is missing or a shape disagrees; the message starts
+        with ``name`` and names the field, the expected and the actual shape.
     """
-    data = load_npz(path, required=GROUPED_REQUIRED, optional=_GROUPED_OPTIONAL)
-    where = os.fspath(path)
-    nn = data["nn_indices"]
-    if nn.ndim != 2:
-        raise InputError(f"{where}: nn_indices must have shape (G, c), got {nn.shape}")
-    G, c = nn.shape
+    if not isinstance(grouped, Mapping):
+        raise InputTypeError(f"{name} must be a dict of arrays, got {type(grouped).__name__}")
+    missing = [field for field in required if grouped.get(field) is None]
+    if missing:
+        raise InputError(f"{name}: missing field(s) {', '.join(missing)}; present: {', '.join(sorted(grouped))}; "
+                         "expected the output of generate_grouped_data")
+    if grouped.get("nn_indices") is not None:
+        shape = _shape(grouped["nn_indices"])
+        if len(shape) != 2:
+            raise InputError(f"{name}: nn_indices must have shape (G, c), got {shape}")
+        G, c = shape
+    else:
+        shape = _shape(grouped["coords_nn"]) if grouped.get("coords_nn") is not None else ()
+        if len(shape) != 4 or shape[1:3] != (1, 2):
+            raise InputError(f"{name}: coords_nn must have shape (G, 1, 2, c) holding (x, y), got {shape}")
+        G, c = shape[0], shape[3]
+    c = c if channels is None else channels
     expected = {
         "coords_nn": (G, 1, 2, c),
         "coords_offsets": (G, 1, 2, 1),
@@ -658,11 +578,30 @@ def load_grouped(path: PathLike) -> dict[str, np.ndarray]:
         "coords_start_offsets": (G, 1, 2, 1),
         "coords_start_relative": (G, 1, 2, c),
     }
-    for name, shape in expected.items():
-        if name in data and data[name].shape != shape:
-            raise InputError(f"{where}: {name} must have shape {shape}, got {data[name].shape}")
-    for name in ("diffraction", "Y"):
-        arr = data.get(name)
-        if arr is not None and (arr.ndim != 4 or arr.shape[0] != G or arr.shape[3] != c):
-            raise InputError(f"{where}: {name} must have shape ({G}, H, W, {c}), got {arr.shape}")
+    for field, want in expected.items():
+        if grouped.get(field) is not None and _shape(grouped[field]) != want:
+            raise InputError(f"{name}: {field} must have shape {want}, got {_shape(grouped[field])}")
+    for field in ("diffraction", "Y"):
+        if grouped.get(field) is not None:
+            shape = _shape(grouped[field])
+            if len(shape) != 4 or shape[0] != G or shape[3] != c:
+                raise InputError(f"{name}: {field} must have shape ({G}, H, W, {c}), got {shape}")
+    if drawable and G == 0:
+        raise InputError(f"{name}: holds no groups (G = 0); there is nothing to draw")
+    if drawable and grouped.get("Y") is None and grouped.get("diffraction") is None:
+        raise InputError(f"{name}: holds neither 'Y' nor 'diffraction'; there is nothing to draw")
+    return G, c
+
+
+def load_grouped(path: PathLike) -> dict[str, np.ndarray]:
+    """Load a grouped NPZ written by :func:`save_grouped`, checking shapes agree (:func:`check_grouped`).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing or unreadable file, missing field, or fields whose group
+        count G or channel count c disagree (message names the file).
+    """
+    data = load_npz(path, required=GROUPED_REQUIRED, optional=_GROUPED_OPTIONAL)
+    check_grouped(data, os.fspath(path), required=GROUPED_REQUIRED)
     return data

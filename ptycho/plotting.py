@@ -26,6 +26,7 @@ import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from ptycho.dataset import check_grouped
 from ptycho.errors import InputError
 
 
@@ -324,24 +325,10 @@ def _dataset_text(raw: Any) -> str:
 
 def _grouped_arrays(grouped: Any) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(Y or None, coords_nn (G, 1, 2, c), group centres (G, 2) as (x, y), diffraction or None)."""
-    for key in ("coords_nn", "coords_offsets"):
-        if key not in grouped:
-            raise InputError(f"grouped: missing field {key!r}; expected the output of generate_grouped_data")
-    if "Y" not in grouped and "diffraction" not in grouped:
-        raise InputError("grouped: holds neither 'Y' nor 'diffraction'; there is nothing to draw")
+    check_grouped(grouped, required=("coords_nn", "coords_offsets"), drawable=True)
     coords_nn = np.asarray(grouped["coords_nn"], dtype=np.float64)
-    if coords_nn.ndim != 4 or coords_nn.shape[0] == 0 or coords_nn.shape[1:3] != (1, 2):
-        raise InputError(
-            f"grouped['coords_nn'] must have shape (G, 1, 2, c) with G > 0, got shape {coords_nn.shape}"
-        )
     centres = np.asarray(grouped["coords_offsets"], dtype=np.float64)[:, 0, :, 0]
-    G, c = coords_nn.shape[0], coords_nn.shape[3]
-    fields = {}
-    for key in ("Y", "diffraction"):
-        arr = np.asarray(grouped[key]) if key in grouped else None
-        if arr is not None and (arr.ndim != 4 or arr.shape[0] != G or arr.shape[3] != c):
-            raise InputError(f"grouped[{key!r}] must have shape ({G}, H, W, {c}), got shape {arr.shape}")
-        fields[key] = arr
+    fields = {key: np.asarray(grouped[key]) if grouped.get(key) is not None else None for key in ("Y", "diffraction")}
     return fields["Y"], coords_nn, centres, fields["diffraction"]
 
 

@@ -1,4 +1,4 @@
-"""Neighbour grouping and the grouped fields (ptycho.dataset)."""
+"""Neighbour grouping (ptycho.grouping) and the grouped fields (ptycho.dataset)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ import pytest
 
 from ptycho import params
 from ptycho.backends import extract_patches
-from ptycho.dataset import (
-    RawData,
-    generate_grouped_data,
-    group_neighbours,
-    load_grouped,
-    save_grouped,
-)
+from ptycho.dataset import RawData, generate_grouped_data, load_grouped, save_grouped
+from ptycho.grouping import group_neighbours
 
 # A small non-square object (H != W) scanned on a jittered grid.
 H, W, N = 40, 56, 16

@@ -65,9 +65,11 @@ def npz_kind(path: Path) -> str:
 def _load(path: Path, kind: str) -> Any:
     if kind == "dataset":
         return load_raw(path)
-    from ptycho.dataset import load_grouped
+    from ptycho.dataset import check_grouped, load_grouped
 
-    return load_grouped(path)
+    grouped = load_grouped(path)
+    check_grouped(grouped, str(path), drawable=True)
+    return grouped
 
 
 def run(args: argparse.Namespace) -> int:

@@ -253,11 +253,10 @@ def grouped_positions(fields: dict, channels: int) -> np.ndarray:
     channel)), the order in which :meth:`ptycho.dataset.RawData.generate_grouped_data`
     cuts Y, so Y here equals Y there bit for bit.
     """
+    from ptycho.dataset import check_grouped
+
+    check_grouped(fields, "fields", channels=channels)
     coords = np.asarray(fields["coords_nn"])
-    if coords.ndim != 4 or coords.shape[1:3] != (1, 2) or coords.shape[3] != channels:
-        raise InputError(
-            f"coords_nn: expected shape (G, 1, 2, {channels}) holding (x, y), got {coords.shape}"
-        )
     # (G, 1, 2, c) -> (G, c, 2) -> (G * c, 2)
     return np.ascontiguousarray(np.moveaxis(coords[:, 0], 1, 2)).reshape(-1, 2)
 
