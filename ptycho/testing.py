@@ -223,7 +223,7 @@ def require_backend(backend: Any) -> None:
 TEST_EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "peers": ("cv2",),
-    "scale": ("zarr", "dask", "distributed"),
+    "scale": ("zarr", "dask", "distributed", "s3fs"),
 }
 
 _FALSE = {"", "0", "false", "no", "off"}
