@@ -333,3 +333,39 @@ def test_benchmark_dask_zarr_phase_runs_at_a_tiny_size(tmp_path, capsys):
     assert run["logical_GB"] == pytest.approx(96 * 8 * 8 * 8 / 1e9)
     assert run["client_peak_rss_mb"] > 0 and run["workers_peak_rss_mb"] > 0
     assert list(tmp_path.iterdir()) == []  # the store is deleted after the measurement
+
+
+class _WritesElsewhere(distributed.WorkerPlugin):
+    """On each worker: the task reports its chunk stored but writes nothing (another filesystem)."""
+
+    name = "ptycho-writes-elsewhere"
+
+    def setup(self, worker):
+        from ptycho.scale import zarr_store
+
+        self.original = zarr_store._write_chunk
+        zarr_store._write_chunk = lambda image, positions, array, chunk, **kw: (chunk, True)
+
+    def teardown(self, worker):
+        from ptycho.scale import zarr_store
+
+        zarr_store._write_chunk = self.original
+
+
+def test_workers_writing_to_another_filesystem_are_refused_before_recording(tmp_path, client):
+    client.register_plugin(_WritesElsewhere())
+    try:
+        with pytest.raises(ValueError, match="another filesystem"):
+            extract_to_zarr(_object(), _positions(400), N, tmp_path / "p.zarr", chunk_size=64, client=client)
+    finally:
+        client.unregister_worker_plugin(_WritesElsewhere.name)
+    assert zarr.open_array(tmp_path / "p.zarr", mode="r").attrs["completed_chunks"] == []
+
+
+def test_a_relative_path_is_made_absolute_for_the_workers(tmp_path, client, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image, positions = _object(), _positions(200)
+    out = extract_to_zarr(image, positions, N, "rel.zarr", chunk_size=64, client=client)
+    assert str(out.store).endswith(str(tmp_path / "rel.zarr"))
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "rel.zarr", mode="r")[...],
+                                  _reference(image, positions, 1))

@@ -109,6 +109,13 @@ def resolve_store(store: Any, storage_options: Optional[dict] = None) -> Any:
                 f"storage_options: given {sorted(storage_options)}, but the store {store!r} is not a URL "
                 f"(storage options configure the filesystem of an fsspec URL such as s3://bucket/run.zarr)"
             )
+        # Absolute, so that Dask workers started elsewhere (another directory,
+        # another node of a shared filesystem) write to the same place.
+        if isinstance(store, str):
+            return os.path.abspath(store)
+        zarr = _zarr()
+        if isinstance(store, zarr.storage.LocalStore) and not store.root.is_absolute():
+            return zarr.storage.LocalStore(store.root.absolute(), read_only=store.read_only)
         return store
     if store.startswith("file://"):
         return _local_path(store)
@@ -418,12 +425,16 @@ def _write_chunk(
     backend: str,
     interpolation: str,
     padding: int,
-) -> int:
-    """A cluster task: compute chunk ``chunk`` and write it into ``array``; return its id.
+) -> tuple[int, bool]:
+    """A cluster task: compute chunk ``chunk`` and write it into ``array``.
 
     Runs on a Dask worker.  ``image`` and ``positions`` are the whole arrays
     (sent once per worker); the task cuts its own positions.  The chunk's rows
     are exactly one Zarr chunk, so no other task writes the same object.
+
+    Returns ``(chunk, stored)``: ``stored`` is False when every patch of the
+    chunk is zero (positions far outside the object), a chunk that Zarr does
+    not store (it equals the fill value).
     """
     start = chunk * chunk_patches
     stop = min(start + chunk_patches, positions.shape[0])
@@ -432,7 +443,15 @@ def _write_chunk(
         backend=backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
     )
     array[start // channels:stop // channels] = block
-    return chunk
+    return chunk, bool(np.any(block))
+
+
+def _chunk_visible(array: Any, chunk: int) -> bool:
+    """Whether Zarr chunk ``chunk`` (along the first axis) exists in ``array``'s store."""
+    from zarr.core.sync import sync
+
+    key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+    return bool(sync(array.store.exists(f"{array.path}/{key}" if array.path else key)))
 
 
 def _write_on_cluster(
@@ -449,10 +468,12 @@ def _write_on_cluster(
     """Run one :func:`_write_chunk` task per chunk in ``todo`` on ``client``'s cluster.
 
     The client receives chunk ids only.  Each batch of ids that comes back is
-    added to ``completed_chunks`` (one small metadata write): a chunk is
-    recorded only after its task has stored it, so a kill at any moment
-    leaves a record that a resumed run can trust.  A failing task stops the
-    run after the chunks finished so far are recorded.
+    checked (every chunk a worker stored must be visible here: workers that
+    write to another filesystem than this process are refused, before their
+    chunks are recorded) and added to ``completed_chunks`` (one small
+    metadata write): a chunk is recorded only after its task has stored it,
+    so a kill at any moment leaves a record that a resumed run can trust.  A
+    failing task stops the run after the chunks finished so far are recorded.
     """
     from tqdm import tqdm
 
@@ -483,9 +504,19 @@ def _write_on_cluster(
                 finished, error = [], None
                 for future in batch:
                     try:
-                        finished.append(future.result())
+                        chunk, stored = future.result()
                     except Exception as exc:  # a task failed: record the others, then raise
                         error = error or exc
+                    else:
+                        if stored and not _chunk_visible(array, chunk):
+                            error = error or InputError(
+                                f"store: a worker wrote chunk {chunk} of {array.store} but this process does "
+                                f"not see it there: the workers write to another filesystem; give a path on a "
+                                f"filesystem they share with this process, or an object-store URL "
+                                f"(s3://bucket/run.zarr)"
+                            )
+                        else:
+                            finished.append(chunk)
                     future.release()
                 if finished:
                     done.update(finished)
