@@ -104,3 +104,28 @@ def test_quick_tensorflow_modes_are_exact_and_complete(tmp_path):
     # 20 patches in chunks of 8: two full chunks and a padded last one.
     assert [r["count"] for r in chunks] == [20]
     assert chunks[0]["max_abs_diff"] == 0
+
+
+def test_modes_are_registered_with_what_they_need():
+    """Every mode is one registration: its label, package, backend and count in one place."""
+    assert list(bench.MODES) == ["floor", "legacy", "tf", "jax", "numpy", "dispatch", "scipy", "opencv", "torch",
+                                 "xla_floor"]
+    assert bench.MODES["legacy"].reference and bench.MODES["legacy"].always and bench.MODES["floor"].always
+    assert {name for name, m in bench.MODES.items() if m.compiled} == {"tf", "jax", "dispatch"}
+    assert bench.MODES["opencv"].package == "cv2" and bench.MODES["scipy"].count == "subset_count"
+    assert "chunk" not in bench.MODES  # the chunk study's mode is not selectable with --modes
+
+
+def test_a_registered_mode_takes_its_place_in_the_table(monkeypatch):
+    from ptycho.bench import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    saved = dict(registry.MODES)
+    try:
+        registry.register("mine", "my engine", package="jax", backend="jax", order=35)(lambda job: {})
+        assert list(registry.MODES)[4] == "mine" and registry.MODES["mine"].label == "my engine"
+        with pytest.raises(ValueError, match="registered twice"):
+            registry.register("mine", "again")(lambda job: {})
+    finally:
+        registry.MODES.clear()
+        registry.MODES.update(saved)

@@ -5,27 +5,9 @@ gridsize 2 (20,000 patches), N = 64, group centres spread uniformly over the
 object and members within N/4 of their centre (so some patches reach into the
 zero fill).  Every mode runs in its own fresh Python process, so that compile
 times and memory peaks are honest:
-
-========== =================================================================
-legacy     PtychoPINN's loop ``_get_image_patches_iterative`` (one full-image
-           translation per patch), timed on a subset and scaled per patch
-tf         ``_get_image_patches_batched`` (TF/XLA translate-then-slice):
-           cold = first call in a fresh process (XLA compile included),
-           warm = median of the repeats
-jax        ``extract_patches_grouped(..., backend='jax')`` (``jax.jit``)
-numpy      ``extract_patches_grouped(..., backend='numpy')`` (eager)
-dispatch   ``get_image_patches`` end to end (validation, padding, layout)
-scipy      ``scipy.ndimage.map_coordinates(order=1, mode='grid-constant')``
-           on the real and imaginary planes
-opencv     ``cv2.remap`` (INTER_LINEAR, BORDER_CONSTANT) on the (re, im)
-           float32 planes; OpenCV rounds the sample coordinates to 1/32
-           pixel (fixed-point weights), its ``max |diff|`` shows that
-torch      ``torch.nn.functional.grid_sample`` (bilinear, zeros padding,
-           align_corners=True) when PyTorch is importable
-floor      the memory floor: allocate the output array and write every element
-xla_floor  XLA's own floor: a TF/XLA kernel that writes the same complex
-           output from the position arithmetic alone (no gathers)
-========== =================================================================
+this package's engines (legacy loop, TF batched, JAX, NumPy, ``get_image_patches``
+end to end) and the memory floors are described in :mod:`ptycho.bench.engines`,
+the third-party peers (SciPy, OpenCV, PyTorch) in :mod:`ptycho.bench.peers`.
 
 Per mode: seconds for the whole workload (subset modes scaled per patch),
 patches/s, speed-up over the legacy loop, ratio to the floor, peak resident

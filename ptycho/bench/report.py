@@ -6,7 +6,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -67,17 +67,19 @@ def format_table(rows: Sequence[Dict[str, Any]], full_count: int) -> str:
     """The terminal table (plain text, also used verbatim in docs/PERFORMANCE.md)."""
     head = (f"{'mode':<36} {'timed':>6} {'s/' + str(full_count):>9} {'cpu s':>7} {'patches/s':>10} "
             f"{'vs legacy':>9} {'/ floor':>7} {'peak/out':>8} {'max|diff|':>9}")
+    return _table(head, rows, lambda r: f"{r['label']:<36} {'skipped: ' + str(r['note'])}", lambda r: (
+        f"{r['label']:<36} {r['count_timed']:>6} {r['seconds']:>9.3f} {fmt(r['cpu_seconds'], '>7.2f')} "
+        f"{r['patches_per_s']:>10.0f} "
+        f"{fmt(r['speedup_vs_legacy'], '>8.1f')}x {fmt(r['ratio_to_floor'], '>6.2f')}x "
+        f"{fmt(r['peak_over_output'], '>7.2f')}x {fmt(r['max_abs_diff'], '>9.1e')}"
+    ))
+
+
+def _table(head: str, rows: Sequence[Dict[str, Any]], unmeasured: Callable[[Dict[str, Any]], str],
+           measured: Callable[[Dict[str, Any]], str]) -> str:
+    """``head``, a rule, and one line per row (``measured`` when it has seconds, else ``unmeasured``)."""
     lines = [head, "-" * len(head)]
-    for r in rows:
-        if "seconds" not in r:
-            lines.append(f"{r['label']:<36} {'skipped: ' + str(r['note'])}")
-            continue
-        lines.append(
-            f"{r['label']:<36} {r['count_timed']:>6} {r['seconds']:>9.3f} {fmt(r['cpu_seconds'], '>7.2f')} "
-            f"{r['patches_per_s']:>10.0f} "
-            f"{fmt(r['speedup_vs_legacy'], '>8.1f')}x {fmt(r['ratio_to_floor'], '>6.2f')}x "
-            f"{fmt(r['peak_over_output'], '>7.2f')}x {fmt(r['max_abs_diff'], '>9.1e')}"
-        )
+    lines += [measured(r) if "seconds" in r else unmeasured(r) for r in rows]
     return "\n".join(lines)
 
 
@@ -134,17 +136,11 @@ def chunk_rows(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def format_chunk_table(rows: Sequence[Dict[str, Any]]) -> str:
     head = (f"{'patches':>8} {'chunk':>6} {'seconds':>8} {'us/patch':>9} {'floor us':>9} {'/ floor':>7} "
             f"{'output GB':>9} {'peak GB':>8} {'peak/out':>8}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "seconds" not in r:
-            lines.append(f"{r['count']:>8} failed: {r['note']}")
-            continue
-        lines.append(
-            f"{r['count']:>8} {r['chunk_batch']:>6} {r['seconds']:>8.2f} {r['per_patch_us']:>9.1f} "
-            f"{r['floor_per_patch_us']:>9.1f} {r['ratio_to_floor']:>6.2f}x "
-            f"{r['output_bytes'] / 1e9:>9.3f} {r['peak_bytes'] / 1e9:>8.3f} {r['peak_over_output']:>7.2f}x"
-        )
-    return "\n".join(lines)
+    return _table(head, rows, lambda r: f"{r['count']:>8} failed: {r['note']}", lambda r: (
+        f"{r['count']:>8} {r['chunk_batch']:>6} {r['seconds']:>8.2f} {r['per_patch_us']:>9.1f} "
+        f"{r['floor_per_patch_us']:>9.1f} {r['ratio_to_floor']:>6.2f}x "
+        f"{r['output_bytes'] / 1e9:>9.3f} {r['peak_bytes'] / 1e9:>8.3f} {r['peak_over_output']:>7.2f}x"
+    ))
 
 
 def plot(result: Dict[str, Any], path: Path) -> None:
