@@ -657,6 +657,14 @@ def _console_script() -> str:
     return found
 
 
+def test_importing_the_cli_imports_no_engine_or_plotting_library():
+    code = ("import sys, ptycho.cli; "
+            "print(sorted(m for m in ('tensorflow', 'jax', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_console_script_help():
     result = subprocess.run([_console_script(), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

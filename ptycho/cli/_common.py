@@ -28,13 +28,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: (TensorFlow/XLA is the production path).
 BACKEND_CHOICES = ("tensorflow", "jax", "numpy")
 
-#: Optional extras of ``pip install "ptycho[...]"``: extra -> (what it is for,
-#: the importable packages it provides).
+#: Optional extras of ``pip install "ptycho[...]"`` that :func:`need_extra`
+#: checks: extra -> (what it is for, the importable packages it provides).
+#: (``extract`` reports a missing ``scale`` extra when importing ptycho.scale
+#: fails, ``check`` a missing ``tf``/``jax`` from ``available_backends()``.)
 EXTRAS = {
     "plot": ("pictures", ("matplotlib",)),
-    "scale": ("Zarr output and Dask runs", ("zarr", "dask", "distributed")),
-    "tf": ("the TensorFlow production path", ("tensorflow",)),
-    "jax": ("the JAX mirror", ("jax",)),
 }
 
 
