@@ -29,6 +29,9 @@ import numpy as np
 from ptycho.errors import InputError, InputTypeError
 
 INTERPOLATIONS = ("bilinear", "nearest")
+#: Evaluation orders of the bilinear sum: PtychoPINN's compiled (XLA, fused
+#: multiply-adds) and plain (eager) paths.
+EVALUATIONS = ("compiled", "plain")
 
 
 def describe(x: Any) -> str:
@@ -109,6 +112,36 @@ def interpolation(value: Any) -> str:
             f"interpolation must be one of {INTERPOLATIONS}, got {describe(value)}"
         )
     return value
+
+
+def evaluation(value: Any) -> str:
+    """One of :data:`EVALUATIONS`."""
+    if not isinstance(value, str) or value not in EVALUATIONS:
+        raise InputError(f"evaluation must be one of {EVALUATIONS}, got {describe(value)}")
+    return value
+
+
+def int_pair(value: Any, name: str) -> Tuple[int, int]:
+    """A pair of integers (any sign), e.g. an origin (row, col)."""
+    try:
+        items = list(value)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a pair of integers, got {describe(value)}") from None
+    if len(items) != 2 or not all(_is_integer(v) for v in items):
+        raise InputError(f"{name} must be a pair of integers, got {describe(value)}")
+    return int(items[0]), int(items[1])
+
+
+def integer_rows(value: Any, name: str, count: int) -> np.ndarray:
+    """An integer array (count, 2), e.g. per-translation window origins (row, col)."""
+    arr = to_numpy(value, name)
+    if arr.dtype.kind not in "iu":
+        raise InputTypeError(f"{name} must be an integer array of shape ({count}, 2), got dtype {arr.dtype}")
+    if arr.shape != (count, 2):
+        raise InputError(f"{name} must have shape ({count}, 2) (row, col), got shape {arr.shape}")
+    if arr.size and int(np.max(np.abs(arr.astype(np.int64)))) >= 2**24:
+        raise InputError(f"{name} must lie within +-2**24 (exact in float32), got {arr.max()}")
+    return arr.astype(np.int32 if arr.size == 0 or int(np.max(np.abs(arr))) < 2**31 else np.int64)
 
 
 def size_pair(value: Any, name: str) -> Tuple[int, int]:
@@ -234,6 +267,20 @@ def working_dtypes(dtype: Any) -> Tuple[np.dtype, np.dtype]:
 def working_real_dtype(dtype: Any) -> type:
     """float64 for float64/complex128 objects, float32 for everything else."""
     return working_dtypes(dtype)[1].type
+
+
+def translations_2d(translations: Any, name: str = "translations", *, dtype: Any = None) -> np.ndarray:
+    """Translations (P, 2) holding (tx, ty): real and finite in the working real ``dtype``."""
+    if translations is None:
+        raise InputTypeError(f"{name} must be an array of shape (P, 2) holding (tx, ty), got None")
+    arr = to_numpy(translations, name)
+    if arr.dtype.kind == "c":
+        raise InputTypeError(f"{name} must be real (tx, ty) pixels, got dtype {arr.dtype}")
+    numeric_dtype(arr, name, real=True)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise InputError(f"{name} must have shape (P, 2) holding (tx, ty), got shape {arr.shape}")
+    finite(arr, name, dtype=dtype)
+    return arr
 
 
 def positions_2d(

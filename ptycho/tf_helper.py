@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
-from ptycho.projective_warp_xla import _check_images, _check_translations, _to_tensor
-from ptycho.projective_warp_xla import _translate as _translate_xla_named
+from ptycho.backends._tensorflow import check_images, check_translations, to_tensor, translate_4d
 
 __all__ = ["pad", "_channel_to_flat", "_flat_to_channel", "translate", "translate_core"]
 
@@ -22,7 +21,7 @@ __all__ = ["pad", "_channel_to_flat", "_flat_to_channel", "translate", "translat
 def pad(imgs: Any, size: int) -> tf.Tensor:
     """Zero-pad (B, H, W, C) images by ``size`` pixels on every side of H and W."""
     size = _validate.non_negative_int(size, "size")
-    imgs = _to_tensor(imgs, "imgs", "a 4-D tensor (B, H, W, C)")
+    imgs = to_tensor(imgs, "imgs", "a 4-D tensor (B, H, W, C)")
     if imgs.shape.rank != 4:
         raise InputError(f"imgs must be 4-D (B, H, W, C), got shape {tuple(imgs.shape)}")
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
@@ -30,7 +29,7 @@ def pad(imgs: Any, size: int) -> tf.Tensor:
 
 def _channel_to_flat(img: Any) -> tf.Tensor:
     """(B, H, W, c) -> (B*c, H, W, 1); channel k of group b becomes row ``b*c + k``."""
-    img = _to_tensor(img, "img", "a 4-D tensor (B, H, W, c)")
+    img = to_tensor(img, "img", "a 4-D tensor (B, H, W, c)")
     if img.shape.rank != 4:
         raise InputError(f"img must be 4-D (B, H, W, c), got shape {tuple(img.shape)}")
     _, h, w, c = img.shape
@@ -39,7 +38,7 @@ def _channel_to_flat(img: Any) -> tf.Tensor:
 
 def _flat_to_channel(img: Any, N: Optional[int] = None, gridsize: Optional[int] = None) -> tf.Tensor:
     """(B*c, H, W, 1) -> (B, H, W, c), c = gridsize**2 (default ``params['gridsize']``)."""
-    img = _to_tensor(img, "img", "a 4-D tensor (B*c, H, W, 1)")
+    img = to_tensor(img, "img", "a 4-D tensor (B*c, H, W, 1)")
     if img.shape.rank != 4 or img.shape[-1] != 1:
         raise InputError(f"img must be (B*c, H, W, 1), got shape {tuple(img.shape)}")
     g = params.get("gridsize") if gridsize is None else gridsize
@@ -57,6 +56,7 @@ def translate(
     output_size: Optional[Sequence[int]] = None,
     use_jit: bool = True,
     channels: int = 1,
+    evaluation: Optional[str] = None,
     **kwargs: Any,
 ) -> tf.Tensor:
     """Translate (B, H, W, C) images by (P, 2) offsets (tx, ty), zero fill.
@@ -67,14 +67,17 @@ def translate(
     respect to ``imgs`` and ``offsets``.  See
     :func:`ptycho.projective_warp_xla.translate_xla` for the parameters;
     PtychoPINN's ``use_xla_translate`` keyword is accepted (XLA is always used
-    unless ``use_jit=False``).
+    unless ``use_jit=False``).  PtychoPINN's default: the compiled evaluation
+    order (``use_jit=True``); ``use_jit=False`` or ``evaluation='plain'``
+    gives its eager path's bits.
     """
     kwargs.pop("use_xla_translate", None)
     if kwargs:
         raise InputTypeError(f"translate() got unexpected keyword arguments {sorted(kwargs)}")
     # translate_xla's engine, with this function's argument names in its messages
-    return _translate_xla_named(
-        imgs, offsets, interpolation, use_jit, output_size, channels, names=("imgs", "offsets"),
+    return translate_4d(
+        imgs, offsets, interpolation, use_jit, output_size, channels,
+        names=("imgs", "offsets"), evaluation=evaluation,
     )
 
 
@@ -86,10 +89,10 @@ def translate_core(images: Any, translations: Any, interpolation: str = "bilinea
     :func:`translate` to float rounding, not bit for bit.
     """
     interpolation = _validate.interpolation(interpolation)
-    images = _check_images(images, "images")
+    images = check_images(images, "images")
     real_dtype = tf.float64 if images.dtype in (tf.float64, tf.complex128) else tf.float32
     # ImageProjectiveTransformV3 takes float32 transforms, whatever the image precision
-    t = _check_translations(translations, tf.float32, images.shape[0], 1, name="translations")
+    t = check_translations(translations, tf.float32, images.shape[0], 1, name="translations")
     n = tf.shape(t)[0]
     one, zero = tf.ones([n], tf.float32), tf.zeros([n], tf.float32)
     # maps output (x, y) to input (x - tx, y - ty)
@@ -107,3 +110,93 @@ def translate_core(images: Any, translations: Any, interpolation: str = "bilinea
     if images.dtype.is_complex:
         return tf.complex(warp(tf.math.real(images)), warp(tf.math.imag(images)))
     return warp(images)
+
+
+# ---------------------------------------------------------------------------
+# Reassembly: PtychoPINN's shift_and_sum / reassemble_position, windowed
+# (the engine is ptycho.backends.placement; see docs/DEVELOPER_GUIDE.md).
+# ---------------------------------------------------------------------------
+
+
+def _reassembly_inputs(obj_tensor: Any, global_offsets: Any, chunk_size: Any) -> tuple:
+    """(patches (P, N, N) complex64, recentred offsets (P, 2) float32), as PtychoPINN forms them."""
+    _validate.positive_int(chunk_size, "chunk_size")
+    obj = to_tensor(obj_tensor, "obj_tensor", "a 4-D complex tensor (P, N, N, 1)")
+    if obj.shape.rank != 4 or obj.shape[-1] != 1:
+        raise InputError(f"obj_tensor must be 4-D (P, N, N, 1), got shape {tuple(obj.shape)}")
+    if obj.shape[1] != obj.shape[2]:
+        raise InputError(f"obj_tensor must hold square patches (P, N, N, 1), got shape {tuple(obj.shape)}")
+    if obj.shape[0] == 0:
+        raise InputError(
+            f"obj_tensor must hold at least one patch (the offsets' mean is undefined), got shape {tuple(obj.shape)}"
+        )
+    if not (obj.dtype.is_complex or obj.dtype.is_floating or obj.dtype.is_integer):
+        raise InputTypeError(f"obj_tensor must have a real or complex numeric dtype, got {obj.dtype.name}")
+    count = obj.shape[0]
+    offsets = to_tensor(global_offsets, "global_offsets", "a real tensor (P, 1, 1, 2) holding (x, y)")
+    if offsets.dtype.is_complex or not (offsets.dtype.is_floating or offsets.dtype.is_integer):
+        raise InputTypeError(f"global_offsets must be real (x, y) pixels, got dtype {offsets.dtype.name}")
+    shape = tuple(offsets.shape)
+    if not shape or offsets.shape.num_elements() != 2 * (shape[0] or 0) or (count is not None and shape[0] != count):
+        raise InputError(
+            f"global_offsets must hold one (x, y) per patch, shape (P, 1, 1, 2) or (P, 1, 2, 1) with "
+            f"P = {count} (obj_tensor has shape {tuple(obj.shape)}), got shape {shape}"
+        )
+    if tf.executing_eagerly() and count:
+        _validate.finite(offsets.numpy(), "global_offsets", dtype=None)
+    # PtychoPINN: centre = reduce_mean(cast(global_offsets, float32), axis=0); adjusted = cast - centre
+    cast = tf.cast(offsets, tf.float32)
+    adjusted = cast - tf.reduce_mean(cast, axis=0) if count else cast
+    patches = tf.cast(obj, tf.complex64)[..., 0]
+    return patches, tf.reshape(adjusted, (-1, 2))
+
+
+def _shift_and_sum_planes(obj_tensor: Any, global_offsets: Any, M: Any, chunk_size: Any, ones: bool, evaluation: str):
+    from ptycho.backends import placement
+
+    patches, adjusted = _reassembly_inputs(obj_tensor, global_offsets, chunk_size)
+    _, planes = placement.shift_and_sum_planes(
+        patches, adjusted, M, backend="tensorflow", evaluation=evaluation, recentre=False, ones=ones,
+        names=("obj_tensor", "global_offsets"),
+    )
+    return planes
+
+
+def shift_and_sum(
+    obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, evaluation: str = "compiled"
+) -> tf.Tensor:
+    """PtychoPINN's ``shift_and_sum``: the patches' central M x M, translated to their offsets and summed.
+
+    ``obj_tensor`` (P, N, N, 1) complex, ``global_offsets`` (P, 1, 1, 2) or
+    (P, 1, 2, 1) holding (x, y).  As PtychoPINN: crop ``[N//2 - M//2 : N//2 + M//2]``
+    (M even, at most N), recentre the float32 offsets by their float32 mean,
+    pad = ceil(max |offset|) made even, canvas S = M + 2*pad, translate each
+    zero-padded crop by its offset (compiled order; ``evaluation='plain'``
+    for the eager one) and sum.  Windowed: each patch costs (M+1)^2 canvas
+    pixels, not S^2; on a CPU the result equals PtychoPINN's sequential
+    full-canvas loop bit for bit.  ``chunk_size`` is PtychoPINN's memory knob
+    for its full-canvas translation; it is checked and otherwise unused (the
+    windows bound memory themselves).  Differentiable under
+    ``tf.GradientTape`` with respect to ``obj_tensor`` and ``global_offsets``.
+
+    Returns
+    -------
+    tf.Tensor (S, S, 1) complex64
+    """
+    re, im = _shift_and_sum_planes(obj_tensor, global_offsets, M, chunk_size, False, evaluation)
+    return tf.complex(re, im)[..., None]
+
+
+def reassemble_position(
+    obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, evaluation: str = "compiled"
+) -> tf.Tensor:
+    """PtychoPINN's ``reassemble_position``: ``shift_and_sum(obj) / (1e-9 + shift_and_sum(ones))``.
+
+    Both sums come from one windowed pass; the division is PtychoPINN's
+    complex64 one.  Returns a tf.Tensor (S, S, 1) complex64.
+    """
+    re, im, ones = _shift_and_sum_planes(obj_tensor, global_offsets, M, chunk_size, True, evaluation)
+    return (tf.complex(re, im) / (1e-9 + tf.complex(ones, tf.zeros_like(ones))))[..., None]
+
+
+__all__ += ["shift_and_sum", "reassemble_position"]

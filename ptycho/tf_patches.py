@@ -1,7 +1,5 @@
-"""Ptychography data and patch extraction, with PtychoPINN's names.
+"""PtychoPINN's patch extraction on TensorFlow: ``get_image_patches`` and its two paths.
 
-Patch extraction
-----------------
 :func:`get_image_patches` cuts the ground-truth object patches of every group
 at its scan positions.  Two paths compute the same thing:
 
@@ -11,7 +9,13 @@ at its scan positions.  Two paths compute the same thing:
   one full-image translation of the padded object per patch, keeping the
   top-left N x N corner.  It stays as the ground truth of the tests.
 
-On TensorFlow the two agree bit for bit (``max |diff| == 0``).
+Both reproduce PtychoPINN's defaults: the compiled evaluation order of its
+XLA path (fused multiply-adds), offsets ``global + local`` rounded to float32,
+and a complex64 result whatever the object's precision (``full_precision=True``
+keeps complex128 objects and float64 offsets in float64).  They agree bit for
+bit with each other and with PtychoPINN's own code (``tests/data``).
+
+PtychoPINN code imports these names from :mod:`ptycho.raw_data`, the facade.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import tensorflow as tf
 
 from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
+from ptycho._chunks import chunk_bounds, pad_rows
+from ptycho.backends import _tensorflow as _tf
 from ptycho.config.config import resolve_model_config
 from ptycho.tf_helper import _channel_to_flat, pad, translate
 
@@ -116,6 +122,9 @@ def get_image_patches(
     N: Optional[int] = None,
     gridsize: Optional[int] = None,
     config: Any = None,
+    *,
+    evaluation: str = "compiled",
+    full_precision: bool = False,
 ) -> tf.Tensor:
     """Ground-truth object patches for every group, PtychoPINN's channel format.
 
@@ -132,10 +141,20 @@ def get_image_patches(
     config : ModelConfig or TrainingConfig, optional
         Wins over ``ptycho.params`` for N, gridsize,
         ``use_batched_patch_extraction`` and ``patch_extraction_batch_size``.
+    evaluation : {'compiled', 'plain'}
+        'compiled' (default): the bits of PtychoPINN's default path (its
+        ``translate_xla`` under XLA, fused multiply-adds); 'plain': the bits
+        of its eager path (``use_jit=False``).
+    full_precision : bool
+        False (default, as PtychoPINN): ``global + local`` is rounded to
+        float32 and the result is complex64, whatever the object's precision
+        (a complex128 object is still interpolated in float64).  True: float64
+        offsets and a complex128 result for complex128/float64 objects.
 
     Returns
     -------
-    tf.Tensor (B, N, N, c), complex64 (complex128 for complex128/float64 input).
+    tf.Tensor (B, N, N, c), complex64 (complex128 with ``full_precision`` for
+    complex128/float64 input).
     Channel k of group b is the patch centred on
     ``global[b, 0, :, k or 0] + local[b, 0, :, k]``.
     """
@@ -150,28 +169,35 @@ def get_image_patches(
     )
     c = gridsize**2
 
+    evaluation = _validate.evaluation(evaluation)
+    full_precision = _validate.flag(full_precision, "full_precision")
+
     obj = _object_2d(gt_image)
-    wide = obj.dtype in (np.float64, np.complex128)
-    cdtype, rdtype = (np.complex128, np.float64) if wide else (np.complex64, np.float32)
-    offsets = _offsets(global_offsets, local_offsets, c, real_dtype=rdtype)
+    cdtype, rdtype = _validate.working_dtypes(obj.dtype)
+    offset_dtype = rdtype if full_precision else np.dtype(np.float32)
+    offsets = _offsets(global_offsets, local_offsets, c, real_dtype=offset_dtype)
     B = offsets.shape[0]
 
     gt_padded = pad(tf.convert_to_tensor(obj.astype(cdtype, copy=False)[None, :, :, None]), N // 2)
-    offsets_f = _channel_to_flat(tf.convert_to_tensor(offsets.astype(rdtype)))  # (B*c, 1, 2, 1)
+    # PtychoPINN rounds global + local to float32 (its offsets are float32)
+    offsets_f = _channel_to_flat(tf.convert_to_tensor(offsets.astype(offset_dtype)))  # (B*c, 1, 2, 1)
+    paths = dict(evaluation=evaluation, full_precision=full_precision)
     if use_batched:
-        return _get_image_patches_batched(gt_padded, offsets_f, N, B, c, mini_batch_size=batch_size)
+        return _get_image_patches_batched(gt_padded, offsets_f, N, B, c, mini_batch_size=batch_size, **paths)
     warnings.warn(
         "use_batched_patch_extraction=False selects the legacy per-patch loop, which is "
         "deprecated and orders of magnitude slower; the batched path gives identical results",
         DeprecationWarning,
         stacklevel=2,
     )
-    return _get_image_patches_iterative(gt_padded, offsets_f, N, B, c)
+    return _get_image_patches_iterative(gt_padded, offsets_f, N, B, c, **paths)
 
 
-def _flat_translations(offsets_f: Any, count: int) -> tf.Tensor:
-    """(B*c, 1, 2, 1) offsets -> (B*c, 2) translations ``-(x, y)``."""
+def _flat_translations(offsets_f: Any, count: int, full_precision: bool = True) -> tf.Tensor:
+    """(B*c, 1, 2, 1) offsets -> (B*c, 2) translations ``-(x, y)`` (float32 unless ``full_precision``)."""
     offsets = tf.convert_to_tensor(offsets_f)
+    if not full_precision and offsets.dtype != tf.float32:
+        offsets = tf.cast(offsets, tf.float32)
     if offsets.shape.rank != 4 or offsets.shape[1:] != (1, 2, 1):
         raise InputError(f"offsets_f must have shape (B*c, 1, 2, 1), got shape {tuple(offsets.shape)}")
     if offsets.shape[0] != count:
@@ -186,7 +212,23 @@ def _check_padded(gt_padded: Any) -> tf.Tensor:
     return gt_padded
 
 
-def _get_image_patches_iterative(gt_padded: Any, offsets_f: Any, N: int, B: int, c: int) -> tf.Tensor:
+def _as_legacy_dtype(patches: tf.Tensor, full_precision: bool) -> tf.Tensor:
+    """PtychoPINN's canvas is complex64: cast unless ``full_precision``."""
+    if full_precision or patches.dtype == tf.complex64:
+        return patches
+    return tf.cast(patches, tf.complex64)
+
+
+def _get_image_patches_iterative(
+    gt_padded: Any,
+    offsets_f: Any,
+    N: int,
+    B: int,
+    c: int,
+    *,
+    evaluation: str = "compiled",
+    full_precision: bool = False,
+) -> tf.Tensor:
     """Legacy ground truth: one full-image translation per patch, keep [:N, :N].
 
     Parameters
@@ -195,22 +237,26 @@ def _get_image_patches_iterative(gt_padded: Any, offsets_f: Any, N: int, B: int,
     offsets_f : (B*c, 1, 2, 1) -- (x, y) positions in padded-frame pixels
         minus the padding, i.e. PtychoPINN's flat offsets.
     N, B, c : patch side, groups, channels per group.
+    evaluation, full_precision : see :func:`get_image_patches`.
 
     Returns
     -------
-    tf.Tensor (B, N, N, c)
+    tf.Tensor (B, N, N, c), complex64 (or the padded object's dtype with ``full_precision``)
     """
     gt_padded = _check_padded(gt_padded)
     N = _validate.patch_size(N)
-    translations = _flat_translations(offsets_f, B * c)
+    evaluation = _validate.evaluation(evaluation)
+    translations = _flat_translations(offsets_f, B * c, full_precision)
     if B * c == 0:
-        return tf.zeros((0, N, N, c), dtype=gt_padded.dtype)
+        return _as_legacy_dtype(tf.zeros((0, N, N, c), dtype=gt_padded.dtype), full_precision)
     patches = []
     for i in range(B * c):
-        shifted = translate(gt_padded, translations[i : i + 1])  # full padded image
+        # the full padded image, as PtychoPINN's loop
+        shifted = translate(gt_padded, translations[i : i + 1], evaluation=evaluation)
         patches.append(shifted[0, :N, :N, 0])
     flat = tf.stack(patches)  # (B*c, N, N)
-    return tf.transpose(tf.reshape(flat, (B, c, N, N)), [0, 2, 3, 1])
+    out = tf.transpose(tf.reshape(flat, (B, c, N, N)), [0, 2, 3, 1])
+    return _as_legacy_dtype(out, full_precision)
 
 
 def _get_image_patches_batched(
@@ -220,6 +266,9 @@ def _get_image_patches_batched(
     B: int,
     c: int,
     mini_batch_size: Optional[int] = None,
+    *,
+    evaluation: str = "compiled",
+    full_precision: bool = False,
 ) -> tf.Tensor:
     """Batched translate-then-slice on TF/XLA; same arguments and result as the loop.
 
@@ -232,63 +281,31 @@ def _get_image_patches_batched(
     N = _validate.patch_size(N)
     B = _validate.non_negative_int(B, "B")
     c = _validate.positive_int(c, "c")
-    translations = _flat_translations(offsets_f, B * c)
+    evaluation = _validate.evaluation(evaluation)
+    translations = _flat_translations(offsets_f, B * c, full_precision)
     if mini_batch_size is not None:
         mini_batch_size = _validate.positive_int(mini_batch_size, "mini_batch_size")
     if B == 0:
-        return tf.zeros((0, N, N, c), dtype=gt_padded.dtype)
+        return _as_legacy_dtype(tf.zeros((0, N, N, c), dtype=gt_padded.dtype), full_precision)
+
+    def patches(chunk: tf.Tensor) -> tf.Tensor:
+        out = translate(gt_padded, chunk, output_size=(N, N), channels=c, evaluation=evaluation)
+        return _as_legacy_dtype(out, full_precision)
+
     if mini_batch_size is None or mini_batch_size >= B * c:
-        return translate(gt_padded, translations, output_size=(N, N), channels=c)
+        return patches(translations)
     groups_per_chunk = max(1, mini_batch_size // c)
-    # The output is allocated 64-byte aligned (TensorFlow's alignment), so that
-    # _as_tensor can hand it to TF without a copy: peak = output + one chunk.
-    dtype = np.dtype(gt_padded.dtype.as_numpy_dtype)
-    nbytes = B * N * N * c * dtype.itemsize
-    raw = np.empty(nbytes + _TF_ALIGNMENT, dtype=np.uint8)
-    skip = -raw.ctypes.data % _TF_ALIGNMENT
-    out = raw[skip : skip + nbytes].view(dtype).reshape(B, N, N, c)
     step = groups_per_chunk * c
-    for start in range(0, B, groups_per_chunk):
-        stop = min(start + groups_per_chunk, B)
-        chunk = translations[start * c : stop * c]
-        short = step - chunk.shape[0]
-        if short:  # keep one compiled shape: pad the last chunk with zero translations
-            chunk = tf.concat([chunk, tf.zeros((short, 2), chunk.dtype)], axis=0)
-        result = translate(gt_padded, chunk, output_size=(N, N), channels=c)
-        # np.from_dlpack views the XLA result in place; Tensor.numpy() would copy it.
-        out[start:stop] = np.from_dlpack(result)[: stop - start]
-        del result
-    return _as_tensor(out)
-
-
-#: Byte alignment TensorFlow requires of tensor buffers (Eigen's EIGEN_MAX_ALIGN_BYTES).
-_TF_ALIGNMENT = 64
-
-
-def _as_tensor(array: np.ndarray) -> tf.Tensor:
-    """Wrap a NumPy array as a tf.Tensor, without a copy when it is 64-byte aligned.
-
-    TensorFlow kernels assume aligned buffers (a misaligned DLPack import
-    aborts the process in the first strided slice), so anything else is copied.
-    """
-    if array.ctypes.data % _TF_ALIGNMENT or not array.flags.c_contiguous:
-        return tf.convert_to_tensor(array)
-    try:
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-    except Exception:  # pragma: no cover - a TF without DLPack import
-        return tf.convert_to_tensor(array)
-
-
-# ---------------------------------------------------------------------------
-# The dataset and neighbour grouping live in ptycho.dataset; PtychoPINN code
-# imports them from here.  Resolved lazily (PEP 562) to avoid an import cycle.
-# ---------------------------------------------------------------------------
-_DATASET_NAMES = ("RawData", "generate_grouped_data", "group_neighbours")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DATASET_NAMES:
-        from ptycho import dataset
-
-        return getattr(dataset, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Chunks are written in place into one buffer on the object's device (a
+    # variable; reading it at the end shares its memory): peak = output + one
+    # chunk, and nothing goes through the host.
+    with tf.device(gt_padded.device):
+        dtype = tf.complex64 if not full_precision else gt_padded.dtype
+        out = tf.Variable(tf.zeros((B, N, N, c), dtype=dtype), trainable=False)
+        for start, stop in chunk_bounds(B, groups_per_chunk):
+            # one compiled shape: the last chunk is padded, its extra patches dropped
+            chunk = pad_rows(translations[start * c : stop * c], step, xp=_tf.namespace)
+            out[start:stop].assign(patches(chunk)[: stop - start])
+        result = out.read_value()
+    del out
+    return result

@@ -452,7 +452,7 @@ def _cases() -> list[BadInput]:
     add("gp-global-nan", gp, "a NaN in global_offsets", lambda: _patches(global_offsets=_with(GLOBAL, (1, 0, 1, 0), np.nan)), ValueError, "global_offsets", "finite", "nan", "(1, 0, 1, 0)", needs=tf)
     add("gp-local-inf", gp, "an inf in local_offsets", lambda: _patches(local_offsets=_with(LOCAL4, (2, 0, 0, 3), np.inf)), ValueError, "local_offsets", "finite", "inf", "(2, 0, 0, 3)", needs=tf)
     add("gp-global-f32-overflow", gp, "global_offsets 1e39 with a complex64 object", lambda: _patches(global_offsets=_with(GLOBAL, (0, 0, 0, 0), 1e39)), ValueError, "global_offsets", "float32", "1e+39", needs=tf)
-    add("gp-sum-overflow", gp, "global 1e308 + local 1e308 (sum overflows float64)", lambda: _patches(gt_image=OBJ.astype(np.complex128), global_offsets=_with(GLOBAL, (0, 0, 0, 0), 1e308), local_offsets=_with(LOCAL4, (0, 0, 0, 0), 1e308)), ValueError, "global_offsets + local_offsets", "finite", "inf", needs=tf)
+    add("gp-sum-overflow", gp, "global 1e308 + local 1e308 (sum overflows float64; full_precision=True)", lambda: _patches(gt_image=OBJ.astype(np.complex128), global_offsets=_with(GLOBAL, (0, 0, 0, 0), 1e308), local_offsets=_with(LOCAL4, (0, 0, 0, 0), 1e308), full_precision=True), ValueError, "global_offsets + local_offsets", "finite", "inf", needs=tf)
     add("gp-local-complex", gp, "complex local_offsets", lambda: _patches(local_offsets=LOCAL4 + 0j), TypeError, "local_offsets", "real", "complex128", needs=tf)
     add("gp-global-str", gp, "global_offsets of strings", lambda: _patches(global_offsets=np.full((B, 1, 2, 1), "1")), TypeError, "global_offsets", "<U1", needs=tf)
     add("gp-local-bool", gp, "boolean local_offsets", lambda: _patches(local_offsets=LOCAL4 > 0), TypeError, "local_offsets", "bool", needs=tf)
@@ -510,16 +510,16 @@ def _cases() -> list[BadInput]:
 
     add("gb-mini-batch-str", gb, "mini_batch_size='a'", lambda: _batched("a"), TypeError, "mini_batch_size", "str 'a'", needs=tf)
     add("gb-mini-batch-zero", gb, "mini_batch_size=0", lambda: _batched(0), ValueError, "mini_batch_size", "0", needs=tf)
-    jt = "backends._jax.translate"
+    jt = "backends.translate"
 
     def _jax_translate(images: Any = None, translations: Any = None, **kwargs: Any) -> Any:
         import jax.numpy as jnp
 
-        from ptycho.backends._jax import translate
+        from ptycho.backends import translate
 
         images = jnp.asarray(_image4()[..., 0]) if images is None else images
         translations = jnp.zeros((1, 2)) if translations is None else translations
-        return translate(images, translations, **kwargs)
+        return translate(images, translations, backend="jax", **kwargs)
 
     add("jt-images-4d", jt, "images of shape (1, 8, 8, 1)", lambda: _jax_translate(images=_image4()), ValueError, "images", "3-D", "(1, 8, 8, 1)", needs=("jax",))
     add("jt-trans-3cols", jt, "translations of shape (1, 3)", lambda: _jax_translate(translations=np.zeros((1, 3))), ValueError, "translations", "(1, 3)", needs=("jax",))
@@ -663,6 +663,50 @@ def _cases() -> list[BadInput]:
     add("cli-simulate-size-zero", f"{cl} simulate", "--object-size 0 32", lambda: _cli("simulate-size-zero", lambda d: ["simulate", "-o", d / "sim.npz", "--object-size", "0", "32"]), CommandFailed, "--object-size", "'0'")
     add("cli-demo-dir-is-file", f"{cl} demo", "--output-dir names an existing file", lambda: _cli("demo-dir-is-file", lambda d: ["demo", "--quick", "--output-dir", _existing(d, "demo")]), CommandFailed, "--output-dir", "not a directory")
     add("cli-simulate-exists", f"{cl} simulate", "FILE exists, no --overwrite", lambda: _cli("simulate-exists", lambda d: ["simulate", "-o", _existing(d, "sim.npz"), "--object-size", "32", "32", "--N", "8"]), CommandFailed, "sim.npz", "--overwrite")
+
+    # -- reassembly: tf_helper.shift_and_sum / reassemble_position, place_patches --
+    def _reassemble(obj_tensor: Any = None, global_offsets: Any = None, op: str = "reassemble_position", **kwargs: Any) -> Any:
+        from ptycho import tf_helper
+
+        obj_tensor = np.ones((4, 16, 16, 1), np.complex64) if obj_tensor is None else obj_tensor
+        global_offsets = np.array([[0, 0], [0, 5], [5, 0], [5, 5]], np.float64).reshape(4, 1, 2, 1) if global_offsets is None else global_offsets
+        return getattr(tf_helper, op)(obj_tensor, global_offsets, **kwargs)
+
+    def _place(patches: Any = None, positions: Any = POS, shape: Any = (8, 8), **kwargs: Any) -> Any:
+        from ptycho.backends import place_patches
+
+        patches = np.ones((2, 4, 4), np.complex64) if patches is None else patches
+        return place_patches(patches, positions, shape, **kwargs)
+
+    rp, ss, pp = "tf_helper.reassemble_position", "tf_helper.shift_and_sum", "place_patches"
+    OFF4 = np.array([[0, 0], [0, 5], [5, 0], [5, 5]], np.float64).reshape(4, 1, 2, 1)
+    add("rp-offsets-nan", rp, "a NaN in global_offsets", lambda: _reassemble(global_offsets=_with(OFF4, (2, 0, 1, 0), np.nan)), ValueError, "global_offsets", "finite", "nan", "(2, 0, 1, 0)", needs=tf)
+    add("rp-offsets-inf", ss, "an inf in global_offsets", lambda: _reassemble(global_offsets=_with(OFF4, (0, 0, 0, 0), np.inf), op="shift_and_sum"), ValueError, "global_offsets", "finite", "inf", needs=tf)
+    add("rp-offsets-count", rp, "3 offsets for 4 patches", lambda: _reassemble(global_offsets=OFF4[:3]), ValueError, "global_offsets", "P = 4", "(3, 1, 2, 1)", needs=tf)
+    add("rp-offsets-3values", rp, "global_offsets of shape (4, 1, 3, 1)", lambda: _reassemble(global_offsets=np.zeros((4, 1, 3, 1))), ValueError, "global_offsets", "(4, 1, 3, 1)", needs=tf)
+    add("rp-offsets-complex", rp, "complex global_offsets", lambda: _reassemble(global_offsets=OFF4 + 0j), TypeError, "global_offsets", "real", "complex128", needs=tf)
+    add("rp-obj-3d", rp, "obj_tensor of shape (4, 16, 16) (no channel axis)", lambda: _reassemble(obj_tensor=np.ones((4, 16, 16), np.complex64)), ValueError, "obj_tensor", "(P, N, N, 1)", "(4, 16, 16)", needs=tf)
+    add("rp-obj-nonsquare", rp, "obj_tensor of shape (4, 16, 12, 1)", lambda: _reassemble(obj_tensor=np.ones((4, 16, 12, 1), np.complex64)), ValueError, "obj_tensor", "square", "(4, 16, 12, 1)", needs=tf)
+    add("rp-empty", rp, "no patches: obj_tensor (0, 16, 16, 1)", lambda: _reassemble(obj_tensor=np.ones((0, 16, 16, 1), np.complex64), global_offsets=np.zeros((0, 1, 2, 1))), ValueError, "obj_tensor", "at least one patch", "(0, 16, 16, 1)", needs=tf)
+    add("rp-m-odd", rp, "M=7 (PtychoPINN crops N//2 - M//2 : N//2 + M//2)", lambda: _reassemble(M=7), ValueError, "M", "even", "M=7", needs=tf)
+    add("rp-m-larger-than-n", rp, "M=20 with N = 16", lambda: _reassemble(M=20), ValueError, "M", "N = 16", "M=20", needs=tf)
+    add("rp-m-zero", rp, "M=0", lambda: _reassemble(M=0), ValueError, "M", "positive integer", "0", needs=tf)
+    add("rp-m-float", rp, "M=10.0", lambda: _reassemble(M=10.0), TypeError, "M", "float 10.0", needs=tf)
+    add("rp-chunk-zero", rp, "chunk_size=0", lambda: _reassemble(chunk_size=0), ValueError, "chunk_size", "0", needs=tf)
+    add("rp-evaluation", ss, "evaluation='fast'", lambda: _reassemble(op="shift_and_sum", evaluation="fast"), ValueError, "evaluation", "'fast'", needs=tf)
+    add("pp-pos-nan", pp, "a NaN position", lambda: _place(positions=_with(POS, (1, 0), np.nan)), ValueError, "positions", "finite", "nan", "(1, 0)")
+    add("pp-pos-inf-jax", f"{pp}(backend='jax')", "an infinite position", lambda: _place(positions=_with(POS, (0, 1), np.inf), backend="jax"), ValueError, "positions", "finite", "inf", needs=("jax",))
+    add("pp-pos-count", pp, "4 positions for 2 patches", lambda: _place(positions=POS4), ValueError, "positions", "4", "2 patches")
+    add("pp-pos-shape", pp, "positions of shape (2, 3)", lambda: _place(positions=np.zeros((2, 3))), ValueError, "positions", "(P, 2)", "(2, 3)")
+    add("pp-patches-2d", pp, "patches of shape (4, 4)", lambda: _place(patches=np.ones((4, 4), np.complex64)), ValueError, "patches", "(P, N, N)", "(4, 4)")
+    add("pp-patches-nonsquare", pp, "patches of shape (2, 4, 5)", lambda: _place(patches=np.ones((2, 4, 5), np.complex64)), ValueError, "patches", "square", "(2, 4, 5)")
+    add("pp-patches-bool", pp, "boolean patches", lambda: _place(patches=np.ones((2, 4, 4), bool)), TypeError, "patches", "bool")
+    add("pp-weights-shape", pp, "weights of shape (3, 3) for 4 x 4 patches", lambda: _place(weights=np.ones((3, 3))), ValueError, "weights", "(4, 4)", "(3, 3)")
+    add("pp-weights-complex", pp, "complex weights", lambda: _place(weights=np.ones((4, 4), np.complex64)), TypeError, "weights", "real", "complex64")
+    add("pp-shape-zero", pp, "shape=(0, 8)", lambda: _place(shape=(0, 8)), ValueError, "shape[0]", "positive integer", "0")
+    add("pp-eps-negative", pp, "eps=-1", lambda: _place(normalize=True, eps=-1.0), ValueError, "eps", "-1.0")
+    add("pp-eps-nan", pp, "eps=nan", lambda: _place(normalize=True, eps=float("nan")), ValueError, "eps", "nan")
+    add("pp-ordered-str", pp, "ordered='yes'", lambda: _place(ordered="yes"), TypeError, "ordered", "str 'yes'")
     return c
 
 
@@ -908,8 +952,10 @@ def test_real_object_get_image_patches(tf, dtype: str) -> None:
     real_dtype, complex_dtype = REAL_DTYPES[dtype]
     real = OBJ.real.astype(real_dtype)
     offsets = np.array([[0.5, 1.25], [6.0, 2.5]]).reshape(2, 1, 2, 1)
-    got = get_image_patches(real, offsets, np.zeros((2, 1, 2, 1)), N=4, gridsize=1)
-    ref = get_image_patches(real.astype(complex_dtype), offsets, np.zeros((2, 1, 2, 1)), N=4, gridsize=1)
+    got = get_image_patches(real, offsets, np.zeros((2, 1, 2, 1)), N=4, gridsize=1, full_precision=True)
+    ref = get_image_patches(
+        real.astype(complex_dtype), offsets, np.zeros((2, 1, 2, 1)), N=4, gridsize=1, full_precision=True
+    )
     assert_close(got, ref.numpy(), dtype=complex_dtype, exact=True)
 
 

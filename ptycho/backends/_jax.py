@@ -1,6 +1,7 @@
 """JAX backend: the algorithm under ``jax.jit`` (the cross-check oracle).
 
-complex128 inputs run inside ``jax.enable_x64(True)``, so users need not turn
+Calls run inside ``jax.enable_x64(True)`` (complex128 objects and the exact
+fused multiply-add of the compiled order need float64), so users need not turn
 64-bit mode on globally.
 """
 
@@ -27,6 +28,12 @@ namespace.complex = jax.lax.complex
 # before it gathers, so they are always in bounds and the mask is pure cost.
 # "clip" is the plain XLA gather (the one TensorFlow emits): ~15% less CPU time.
 namespace.take = functools.partial(jnp.take, mode="clip")
+# rounding corrections carry no gradient (lax.nextafter has no derivative rule)
+namespace.nextafter = lambda a, b: jnp.nextafter(jax.lax.stop_gradient(a), jax.lax.stop_gradient(b))
+# Inside jax.jit new arrays are placed with the program (on the inputs' device).
+namespace.places_new_arrays = True
+# int64 exists only in 64-bit mode; the window asks before it needs wide indices.
+namespace.int64_available = lambda: bool(jax.config.jax_enable_x64)
 
 
 def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noqa: A001
@@ -35,10 +42,13 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
 
 
 def precision(dtype: Any) -> contextlib.AbstractContextManager:
-    """Context in which arrays of ``dtype`` keep their precision."""
-    if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)):
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
+    """Context in which the window algorithm keeps its precision: JAX's 64-bit mode.
+
+    complex128 objects need it, and so does the compiled evaluation order of
+    complex64 objects (its exact fused multiply-add works in float64).  Arrays
+    keep their dtypes: complex64 stays complex64.
+    """
+    return jax.enable_x64(True)
 
 
 def asarray(x: Any, dtype: Any = None) -> Any:
@@ -58,64 +68,35 @@ def fma_guard() -> Any:
     return jnp.ones((), dtype=jnp.float32)
 
 
-def translate(
-    images: Any,
-    translations: Any,
-    *,
-    output_size: Any = None,
-    interpolation: str = "bilinear",
-    channels: int = 1,
-) -> Any:
-    """Differentiable JAX translation (the mirror of ``ptycho.tf_helper.translate``).
+# -- placement (ptycho.backends.placement): scatter-add ------------------------------
+def _scatter_add(flat_target: Any, index: Any, values: Any) -> Any:
+    """``flat_target.at[index].add(values)``: on a CPU XLA applies the updates in order (one
+    loop); on a GPU it uses atomics, whose order varies run to run (see ``_scatter_add_rows``)."""
+    return flat_target.at[index].add(values, mode="promise_in_bounds")
 
-    Parameters
-    ----------
-    images : array (S, H, W), complex or real; S == 1 or S == P
-    translations : array (P, 2), (tx, ty) pixels: output (y, x) samples (x - tx, y - ty)
-    output_size : (h, w), optional -- only that top-left window (default (H, W))
-    interpolation : {'bilinear', 'nearest'}
-    channels : int -- result laid out (P // channels, h, w, channels)
 
-    Returns
-    -------
-    jax.Array (P // channels, h, w, channels), complex
+def _scatter_add_rows(flat_target: Any, index: Any, values: Any) -> Any:
+    """(R, K) updates one row at a time, row 0 first (``lax.fori_loop``).
 
-    Works under ``jax.grad``/``jax.jit`` (no host round trip).
+    Deterministic on every device when a row's kept indices are distinct: no two
+    updates of one scatter meet at a pixel, so atomics have nothing to reorder.
     """
-    from ptycho import _validate
 
-    interpolation = _validate.interpolation(interpolation)
-    channels = _validate.positive_int(channels, "channels")
-    if len(images.shape) != 3:
-        raise InputError(f"images must be 3-D (S, H, W), got shape {tuple(images.shape)}")
-    if len(translations.shape) != 2 or translations.shape[1] != 2:
-        raise InputError(
-            f"translations must have shape (P, 2) holding (tx, ty), got shape {tuple(translations.shape)}"
-        )
-    count = translations.shape[0]
-    if images.shape[0] not in (1, count):
-        raise InputError(
-            f"images: the source count ({images.shape[0]}) must be 1 or equal the number of "
-            f"translations ({count})"
-        )
-    if count % channels:
-        raise InputError(f"the number of translations ({count}) must be a multiple of channels ({channels})")
-    size = (
-        tuple(images.shape[1:]) if output_size is None else _validate.size_pair(output_size, "output_size")
-    )
-    return _translate_jit(
-        images, translations, fma_guard(),
-        output_size=size, interpolation=interpolation, channels=int(channels),
-    )
+    def add_row(row: Any, acc: Any) -> Any:
+        return acc.at[index[row]].add(values[row], mode="promise_in_bounds")
+
+    return jax.lax.fori_loop(0, index.shape[0], add_row, flat_target)
 
 
-def _translate_impl(images, translations, guard, *, output_size, interpolation, channels):
-    from ptycho.backends.window import translate_window
-
-    return translate_window(
-        images, translations, output_size=output_size, xp=namespace,
-        interpolation=interpolation, channels=channels, fma_guard=guard,
-    )
+namespace.scatter_add = _scatter_add
+namespace.scatter_add_rows = _scatter_add_rows
 
 
-_translate_jit = jax.jit(_translate_impl, static_argnames=("output_size", "interpolation", "channels"))
+def all_finite(x: Any) -> Any:
+    """Whether every value is finite, reduced on ``x``'s device; None for a traced array.
+
+    Only the one boolean is fetched (explicitly, so ``jax.transfer_guard`` allows it).
+    """
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return bool(jax.device_get(jnp.all(jnp.isfinite(x))))

@@ -21,6 +21,7 @@ def _complex(re: np.ndarray, im: np.ndarray) -> np.ndarray:
 #: The array namespace the algorithm runs on: array-api-compat's NumPy plus ``complex``.
 namespace = types.SimpleNamespace(**{k: getattr(_compat_np, k) for k in dir(_compat_np) if not k.startswith("__")})
 namespace.complex = _complex
+namespace.places_new_arrays = True  # one device
 
 
 def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noqa: A001
@@ -51,3 +52,29 @@ def precision(dtype: Any):
 def fma_guard() -> None:
     """NumPy never contracts a*b + c into an FMA: no guard needed."""
     return None
+
+
+# -- placement (ptycho.backends.placement): scatter-add, applied in update order --
+def _scatter_add(flat_target: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``flat_target[index[k]] += values[k]`` for k = 0, 1, ... in order (updates ``flat_target`` in place).
+
+    ``np.add.at`` applies the updates one by one, in the target's dtype: the
+    same rounding as a sequential loop, the same bits every run.
+    """
+    np.add.at(flat_target, index, values)
+    return flat_target
+
+
+def _scatter_add_rows(flat_target: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Rows of (R, K) updates, row 0 first: ``np.add.at`` already applies them in that order."""
+    np.add.at(flat_target, np.reshape(index, (-1,)), np.reshape(values, (-1,)))
+    return flat_target
+
+
+namespace.scatter_add = _scatter_add
+namespace.scatter_add_rows = _scatter_add_rows
+
+
+def all_finite(x: Any) -> bool:
+    """Whether every value of ``x`` is finite."""
+    return bool(np.isfinite(x).all())

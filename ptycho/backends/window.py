@@ -1,4 +1,4 @@
-"""Translate-then-slice: the one implementation of the patch window math.
+"""Translate-then-slice: the one implementation of the bilinear window math.
 
 Written once against the Python array API standard.  ``xp`` is the array
 namespace: ``array_api_compat.numpy``, ``jax.numpy``, the TensorFlow adapter in
@@ -6,23 +6,30 @@ namespace: ``array_api_compat.numpy``, ``jax.numpy``, the TensorFlow adapter in
 through ``array_api_compat``).  The only function used beyond the standard is
 the optional ``xp.complex(re, im)`` (a backend may supply a fast, exact one;
 otherwise :func:`_complex_from_parts` builds the complex result with standard
-operations).
+operations).  The architecture and the contract are in
+``docs/DEVELOPER_GUIDE.md``.
 
-The contract (``DESIGN.md``): output pixel (y, x) of a translation by
-t = (tx, ty) is the zero-fill bilinear sample of the source at
-``sx = x - tx``, ``sy = y - ty`` in the image's real precision, with
-``x0 = floor(sx)``, ``wx = sx - x0`` (likewise y), corners
-``Ia = I[y0, x0]``, ``Ib = I[y0, x1]``, ``Ic = I[y1, x0]``, ``Id = I[y1, x1]``
-(each zero when its own index is outside the image) and
-``out = wa*Ia + wb*Ib + wc*Ic + wd*Id`` summed in that order, real and
-imaginary parts separately.
+The contract: output pixel (y, x) of a translation by t = (tx, ty) is the
+zero-fill bilinear sample of the source at ``sx = x - tx``, ``sy = y - ty`` in
+the image's real precision, with ``x0 = floor(sx)``, ``wx = sx - x0``
+(likewise y), corners ``Ia = I[y0, x0]``, ``Ib = I[y0, x1]``,
+``Ic = I[y1, x0]``, ``Id = I[y1, x1]`` (each zero when its own index is
+outside the image), weights ``wa = (1-wx)(1-wy)``, ``wb = wx(1-wy)``,
+``wc = (1-wx)wy``, ``wd = wx*wy``, real and imaginary parts separately, summed
+in one of two evaluation orders (:data:`EVALUATIONS`):
 
-:func:`translate_window` evaluates exactly these expressions for the pixels
-0 <= y < h, 0 <= x < w only.  A full-image translation is the window
-(h, w) = (H, W); a PtychoPINN patch is the window (N, N) of a translation of
-the padded object.  Because both evaluate the same expressions in the same
-order and precision, a patch cut by the window equals, bit for bit, the corner
-of the full-image translation.
+- ``"compiled"`` -- PtychoPINN's default XLA path, whose multiply-adds are
+  contracted: ``fma(wd, Id, fma(wc, Ic, fma(wa, Ia, wb*Ib)))``, each fused
+  multiply-add rounded once (emulated exactly by :mod:`ptycho.backends.rounding`);
+- ``"plain"`` -- PtychoPINN's eager path: ``wa*Ia + wb*Ib + wc*Ic + wd*Id``,
+  every product and sum rounded, left to right.
+
+:func:`translate_window` evaluates exactly these expressions for one window
+of output pixels only.  A full-image translation is the window (h, w) = (H, W);
+a PtychoPINN patch is the window (N, N) of a translation of the padded object.
+Because both evaluate the same expressions in the same order and precision, a
+patch cut by the window equals, bit for bit, the corner of the full-image
+translation.
 
 Zero fill is implemented by clipping the first corner index ``x0`` into
 [-2, size] and gathering from a copy of the source with a two-pixel zero
@@ -36,13 +43,30 @@ constants).  The border is the only copy of the source ever made (it is
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Sequence, Tuple
+
+from ptycho.backends.rounding import fma
 from ptycho.errors import InputError
 
+__all__ = [
+    "BORDER",
+    "EVALUATIONS",
+    "INTERPOLATIONS",
+    "stencil",
+    "weighted_sum",
+    "zero_border",
+    "translate_window",
+    "window_patches",
+]
 
-__all__ = ["translate_window", "window_patches"]
+INTERPOLATIONS = ("bilinear", "nearest")
+#: The two evaluation orders of the bilinear sum (see the module docstring).
+EVALUATIONS = ("compiled", "plain")
 
-_INTERPOLATIONS = ("bilinear", "nearest")
+#: Width of the zero border around the source (see the module docstring).
+BORDER = 2
+#: Largest flat gather index that int32 holds.
+_INT32_MAX = 2**31 - 1
 
 
 def _real_dtype_of(dtype: Any, *, xp: Any) -> Any:
@@ -66,23 +90,47 @@ def _complex_from_parts(re: Any, im: Any, *, xp: Any) -> Any:
     if make is not None:
         return make(re, im)
     cdtype = _complex_dtype_of(re.dtype, xp=xp)
-    return xp.astype(re, cdtype) + xp.astype(im, cdtype) * xp.asarray(1j, dtype=cdtype)
+    return xp.astype(re, cdtype) + xp.astype(im, cdtype) * xp.asarray(1j, dtype=cdtype, **_on(re, xp))
 
 
-#: Width of the zero border around the source (see the module docstring).
-_BORDER = 2
+def _on(x: Any, xp: Any) -> dict:
+    """``device=`` keyword for a new array that goes with ``x``.
+
+    Our backend namespaces create arrays where the computation runs (XLA places
+    them with the program; NumPy has one device); a generic array-API namespace
+    (PyTorch, CuPy) needs the input's device named.
+    """
+    if getattr(xp, "places_new_arrays", False):
+        return {}
+    import array_api_compat
+
+    return {"device": array_api_compat.device(x)}
 
 
-def _zero_border(images: Any, *, xp: Any) -> Any:
-    """(S, H, W) -> (S, H + 4, W + 4) with a two-pixel zero border."""
+def zero_border(images: Any, *, xp: Any) -> Any:
+    """(S, H, W) -> (S, H + 2*BORDER, W + 2*BORDER) with a zero border, on ``images``' device."""
     s, h, w = images.shape
-    zero_cols = xp.zeros((s, h, _BORDER), dtype=images.dtype)
+    zero_cols = xp.zeros((s, h, BORDER), dtype=images.dtype, **_on(images, xp))
     rows = xp.concat([zero_cols, images, zero_cols], axis=2)
-    zero_rows = xp.zeros((s, _BORDER, w + 2 * _BORDER), dtype=images.dtype)
+    zero_rows = xp.zeros((s, BORDER, w + 2 * BORDER), dtype=images.dtype, **_on(images, xp))
     return xp.concat([zero_rows, rows, zero_rows], axis=1)
 
 
-def _border_index(coord: Any, shift: int, size: int, *, xp: Any) -> Any:
+def _index_dtype(flat_size: int, *, xp: Any) -> Any:
+    """int32 when every flat index of the bordered sources fits, else int64 (never a wrap)."""
+    if flat_size <= _INT32_MAX:
+        return xp.int32
+    available = getattr(xp, "int64_available", None)
+    if available is not None and not available():
+        raise InputError(
+            f"the zero-bordered sources hold {flat_size} elements, more than int32 indexes, and "
+            "this backend has no 64-bit integers here (JAX: enable jax_enable_x64, or pass fewer "
+            "sources per call)"
+        )
+    return xp.int64
+
+
+def _border_index(coord: Any, shift: int, size: int, *, xp: Any, dtype: Any) -> Any:
     """Integer-valued float ``coord`` (source pixel) -> index into the zero-bordered axis.
 
     ``coord - shift`` is the pixel in the unpadded source; it is clipped to
@@ -90,8 +138,135 @@ def _border_index(coord: Any, shift: int, size: int, *, xp: Any) -> Any:
     ones or both zeros of the border.  The clip happens in floating point,
     before the cast, so huge coordinates cannot overflow the integer type.
     """
-    local = xp.clip(coord - shift, -_BORDER, size) if shift else xp.clip(coord, -_BORDER, size)
-    return xp.astype(local, xp.int32) + _BORDER
+    local = xp.clip(coord - shift, -BORDER, size) if shift else xp.clip(coord, -BORDER, size)
+    return xp.astype(local, dtype) + BORDER
+
+
+def _sample_coordinates(
+    translations: Any,
+    *,
+    output_size: Tuple[int, int],
+    output_origin: Optional[Any],
+    channels: int,
+    xp: Any,
+) -> Tuple[Any, Any]:
+    """``(sx, sy)``: the contract's sample coordinates, (G, 1, w, c) and (G, h, 1, c).
+
+    Output pixel X of translation p samples ``X - tx``; with ``output_origin``
+    the window of translation p starts at output pixel ``output_origin[p]``
+    (row, col), and X is formed as an integer-valued float before the
+    subtraction, so a window of a full-image translation rounds exactly like
+    the full image.
+    """
+    real_dtype = translations.dtype
+    groups = translations.shape[0] // channels
+    out_h, out_w = output_size
+    tx = xp.reshape(translations[:, 0], (groups, 1, 1, channels))
+    ty = xp.reshape(translations[:, 1], (groups, 1, 1, channels))
+    grid_x = xp.reshape(xp.astype(xp.arange(out_w, **_on(translations, xp)), real_dtype), (1, 1, out_w, 1))
+    grid_y = xp.reshape(xp.astype(xp.arange(out_h, **_on(translations, xp)), real_dtype), (1, out_h, 1, 1))
+    if output_origin is not None:
+        origin = xp.astype(output_origin, real_dtype)
+        grid_y = grid_y + xp.reshape(origin[:, 0], (groups, 1, 1, channels))
+        grid_x = grid_x + xp.reshape(origin[:, 1], (groups, 1, 1, channels))
+    return grid_x - tx, grid_y - ty
+
+
+def stencil(
+    translations: Any,
+    *,
+    output_size: Tuple[int, int],
+    source_shape: Tuple[int, int],
+    xp: Any,
+    source_origin: Tuple[int, int] = (0, 0),
+    output_origin: Optional[Any] = None,
+    channels: int = 1,
+    n_sources: int = 1,
+) -> Tuple[Any, Tuple[Any, Any, Any, Any], int]:
+    """The zero-fill bilinear stencil of a windowed translation.
+
+    Parameters
+    ----------
+    translations : array (P, 2), real
+        (tx, ty) in pixels, in the working real dtype (float32 or float64).
+    output_size : (h, w)
+        The output window of each translation.
+    source_shape : (H, W)
+        Shape of each (unbordered) source.
+    source_origin : (int, int)
+        (row, col) of the source's pixel [0, 0] in the contract's frame.
+    output_origin : integer array (P, 2), optional
+        (row, col) of each translation's window in the output frame (default 0).
+    channels : int
+        c; the stencil is laid out (P // c, h, w, c).
+    n_sources : int
+        1 (one source shared by every translation) or P (source p for translation p).
+
+    Returns
+    -------
+    corner_a : integer array (G, h, w, c)
+        Flat index of corner a into the sources with a :data:`BORDER` zero
+        border, flattened (``zero_border(sources)`` reshaped to 1-D).  Corners
+        b, c, d are ``corner_a + 1``, ``+ row_stride``, ``+ row_stride + 1``;
+        a corner outside the source always indexes the zero border.
+    weights : (wa, wb, wc, wd), real arrays broadcastable to (G, h, w, c)
+    row_stride : int
+        W + 2 * BORDER.
+    """
+    src_h, src_w = (int(v) for v in source_shape)
+    row_origin, col_origin = (int(v) for v in source_origin)
+    row_stride = src_w + 2 * BORDER
+    plane = (src_h + 2 * BORDER) * row_stride
+    index_dtype = _index_dtype(plane * max(1, int(n_sources)), xp=xp)
+    sx, sy = _sample_coordinates(
+        translations, output_size=output_size, output_origin=output_origin, channels=channels, xp=xp,
+    )
+    x0 = xp.floor(sx)
+    y0 = xp.floor(sy)
+    wx = sx - x0
+    wy = sy - y0
+    col0 = _border_index(x0, col_origin, src_w, xp=xp, dtype=index_dtype)  # (G, 1, w, c)
+    row0 = _border_index(y0, row_origin, src_h, xp=xp, dtype=index_dtype)  # (G, h, 1, c)
+    corner_a = row0 * row_stride + col0  # (G, h, w, c)
+    if n_sources != 1:
+        groups = translations.shape[0] // channels
+        base = xp.arange(translations.shape[0], dtype=index_dtype, **_on(translations, xp)) * plane
+        corner_a = corner_a + xp.reshape(base, (groups, 1, 1, channels))
+    one_wx = 1 - wx
+    one_wy = 1 - wy
+    weights = (one_wx * one_wy, wx * one_wy, one_wx * wy, wx * wy)
+    return corner_a, weights, row_stride
+
+
+def weighted_sum(
+    weights: Sequence[Any],
+    corners: Sequence[Any],
+    *,
+    evaluation: str,
+    xp: Any,
+    fma_guard: Any = None,
+) -> Any:
+    """The bilinear sum of four real corner planes in one of the :data:`EVALUATIONS`.
+
+    ``weights`` (wa, wb, wc, wd) and ``corners`` (Ia, Ib, Ic, Id) share one
+    real dtype.  ``fma_guard`` is a runtime 1.0 for compiling backends: XLA's
+    code generators may contract ``a*b + c`` into a fused multiply-add, and
+    whether they do depends on how a program is fused.  Multiplying an
+    inexact product by this opaque 1 (exact) makes any contraction
+    ``fma(p, 1, acc)`` round exactly like ``p + acc``: the result never
+    depends on the compiler's choice.
+    """
+    wa, wb, wc, wd = weights
+    ia, ib, ic, id_ = corners
+    one = None if fma_guard is None else xp.astype(fma_guard, wa.dtype)
+    if evaluation == "compiled":
+        first = wb * ib if one is None else (wb * ib) * one
+        return fma(wd, id_, fma(wc, ic, fma(wa, ia, first, xp=xp, one=one), xp=xp, one=one), xp=xp, one=one)
+    if evaluation == "plain":
+        if one is None:
+            return wa * ia + wb * ib + wc * ic + wd * id_
+        return (wa * ia) * one + (wb * ib) * one + (wc * ic) * one + (wd * id_) * one
+    raise InputError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
 
 
 def translate_window(
@@ -102,7 +277,9 @@ def translate_window(
     xp: Any,
     interpolation: str = "bilinear",
     source_origin: Tuple[int, int] = (0, 0),
+    output_origin: Optional[Any] = None,
     channels: int = 1,
+    evaluation: str = "compiled",
     fma_guard: Any = None,
 ) -> Any:
     """Translate ``images`` by each translation, evaluating only an output window.
@@ -125,33 +302,30 @@ def translate_window(
         contract; the source is zero outside.  Extracting from an unpadded
         object with ``source_origin = (N//2, N//2)`` equals extracting from
         the object zero-padded by N//2, without materialising the padding.
+    output_origin : integer array (P, 2), optional
+        (row, column) where the window of translation p starts in the output
+        frame (default: 0 for every translation).  A window at ``output_origin``
+        is bit-identical to those pixels of the full-frame translation.
     channels : int
         c; P must be a multiple of c.  The result is laid out
         (P // c, h, w, c), translation ``b*c + k`` in ``[b, :, :, k]``, so
         channel-format callers get their final layout with no transpose.
+    evaluation : {'compiled', 'plain'}
+        Evaluation order of the bilinear sum (module docstring).
     fma_guard : scalar array equal to 1, optional
-        For compiling backends (XLA).  XLA's CPU and GPU code generators are
-        allowed to contract ``a*b + c`` into a fused multiply-add, and whether
-        they do depends on how a program is fused -- so the full-image
-        translation and the window could round differently.  Each weighted
-        corner is multiplied by this runtime 1 (opaque to the compiler):
-        ``(w*I)*1`` is exact, and any contraction the compiler then makes,
-        ``fma(w*I, 1, acc)``, rounds exactly like the plain sum.  The result is
-        the uncontracted evaluation of the contract on every backend.
+        For compiling backends; see :func:`weighted_sum`.
 
     Returns
     -------
     array, shape (P // c, h, w, c), complex64 (float32 sources) or complex128
     """
-    if interpolation not in _INTERPOLATIONS:
-        raise InputError(
-            f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}"
-        )
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if evaluation not in EVALUATIONS:
+        raise InputError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
     n_src, src_h, src_w = images.shape
-    n_out = translations.shape[0]
     out_h, out_w = (int(v) for v in output_size)
-    groups = n_out // channels
-    row_origin, col_origin = (int(v) for v in source_origin)
+    groups = translations.shape[0] // channels
 
     real_dtype = _real_dtype_of(images.dtype, xp=xp)
     complex_dtype = _complex_dtype_of(real_dtype, xp=xp)
@@ -161,70 +335,48 @@ def translate_window(
     # product each, so a compiler fuses it into the output loop; a complex gather
     # feeding both xp.real and xp.imag is materialised by XLA (TensorFlow's CPU
     # backend), one output-sized complex array per corner.
-    flat_re = xp.reshape(_zero_border(xp.real(images), xp=xp), (-1,))
-    flat_im = xp.reshape(_zero_border(xp.imag(images), xp=xp), (-1,))
-    row_stride = src_w + 2 * _BORDER
-
+    flat_re = xp.reshape(zero_border(xp.real(images), xp=xp), (-1,))
+    flat_im = xp.reshape(zero_border(xp.imag(images), xp=xp), (-1,))
     t = xp.astype(translations, real_dtype)
-    tx = xp.reshape(t[:, 0], (groups, 1, 1, channels))
-    ty = xp.reshape(t[:, 1], (groups, 1, 1, channels))
-    grid_x = xp.reshape(xp.astype(xp.arange(out_w), real_dtype), (1, 1, out_w, 1))
-    grid_y = xp.reshape(xp.astype(xp.arange(out_h), real_dtype), (1, out_h, 1, 1))
-    # The sample coordinates of the contract, in the image's real precision.
-    sx = grid_x - tx  # (G, 1, w, c)
-    sy = grid_y - ty  # (G, h, 1, c)
+    shape = (groups, out_h, out_w, channels)
 
-    if n_src == 1:
-        base = 0
-    else:
-        plane = (src_h + 2 * _BORDER) * row_stride
-        base = xp.reshape(xp.arange(n_out, dtype=xp.int32) * plane, (groups, 1, 1, channels))
-
-    def gather(first: Any, offset: int = 0) -> Tuple[Any, Any]:
-        """(real, imag) of the flat bordered source at ``first + offset``, each (G, h, w, c)."""
-        index = xp.reshape(first + offset if offset else first, (-1,))
-        shape = (groups, out_h, out_w, channels)
+    def gather(index: Any) -> Tuple[Any, Any]:
+        """(real, imag) of the flat bordered sources at ``index``, each (G, h, w, c)."""
+        flat_index = xp.reshape(index, (-1,))
         return (
-            xp.reshape(xp.take(flat_re, index, axis=0), shape),
-            xp.reshape(xp.take(flat_im, index, axis=0), shape),
+            xp.reshape(xp.take(flat_re, flat_index, axis=0), shape),
+            xp.reshape(xp.take(flat_im, flat_index, axis=0), shape),
         )
 
     if interpolation == "nearest":
-        cols = _border_index(xp.round(sx), col_origin, src_w, xp=xp)
-        rows = _border_index(xp.round(sy), row_origin, src_h, xp=xp)
-        return _complex_from_parts(*gather(rows * row_stride + cols + base), xp=xp)
+        sx, sy = _sample_coordinates(
+            t, output_size=(out_h, out_w), output_origin=output_origin, channels=channels, xp=xp,
+        )
+        row_stride = src_w + 2 * BORDER
+        plane = (src_h + 2 * BORDER) * row_stride
+        index_dtype = _index_dtype(plane * n_src, xp=xp)
+        cols = _border_index(xp.round(sx), source_origin[1], src_w, xp=xp, dtype=index_dtype)
+        rows = _border_index(xp.round(sy), source_origin[0], src_h, xp=xp, dtype=index_dtype)
+        index = rows * row_stride + cols
+        if n_src != 1:
+            base = xp.arange(translations.shape[0], dtype=index_dtype, **_on(translations, xp)) * plane
+            index = index + xp.reshape(base, (groups, 1, 1, channels))
+        return _complex_from_parts(*gather(index), xp=xp)
 
-    x0 = xp.floor(sx)
-    y0 = xp.floor(sy)
-    wx = sx - x0
-    wy = sy - y0
-    col0 = _border_index(x0, col_origin, src_w, xp=xp)  # (G, 1, w, c)
-    row0 = _border_index(y0, row_origin, src_h, xp=xp)  # (G, h, 1, c)
-    # Flat index of corner a; b, c and d are +1, +row_stride, +row_stride+1.
-    corner_a = row0 * row_stride + col0 + base  # (G, h, w, c)
-
-    one_wx = 1 - wx
-    one_wy = 1 - wy
-    wa = one_wx * one_wy
-    wb = wx * one_wy
-    wc = one_wx * wy
-    wd = wx * wy
-
-    if fma_guard is None:
-        def term(weight: Any, part: Any) -> Any:
-            return weight * part
-    else:
-        one = xp.astype(fma_guard, real_dtype)
-
-        def term(weight: Any, part: Any) -> Any:
-            return (weight * part) * one
-
-    ia_re, ia_im = gather(corner_a)
-    ib_re, ib_im = gather(corner_a, 1)
-    ic_re, ic_im = gather(corner_a, row_stride)
-    id_re, id_im = gather(corner_a, row_stride + 1)
-    out_re = term(wa, ia_re) + term(wb, ib_re) + term(wc, ic_re) + term(wd, id_re)
-    out_im = term(wa, ia_im) + term(wb, ib_im) + term(wc, ic_im) + term(wd, id_im)
+    corner_a, weights, row_stride = stencil(
+        t, output_size=(out_h, out_w), source_shape=(src_h, src_w), xp=xp,
+        source_origin=source_origin, output_origin=output_origin, channels=channels, n_sources=n_src,
+    )
+    ia, ib, ic, id_ = (
+        gather(corner_a + offset if offset else corner_a)
+        for offset in (0, 1, row_stride, row_stride + 1)
+    )
+    out_re = weighted_sum(
+        weights, (ia[0], ib[0], ic[0], id_[0]), evaluation=evaluation, xp=xp, fma_guard=fma_guard,
+    )
+    out_im = weighted_sum(
+        weights, (ia[1], ib[1], ic[1], id_[1]), evaluation=evaluation, xp=xp, fma_guard=fma_guard,
+    )
     return _complex_from_parts(out_re, out_im, xp=xp)
 
 
@@ -237,6 +389,7 @@ def window_patches(
     interpolation: str = "bilinear",
     channels: int = 1,
     padding: int | None = None,
+    evaluation: str = "compiled",
     fma_guard: Any = None,
 ) -> Any:
     """PtychoPINN patches from an unpadded object, without padding it.
@@ -255,6 +408,7 @@ def window_patches(
         Output layout (P // c, N, N, c); see :func:`translate_window`.
     padding : int, optional
         Zero padding of the reference definition (default N // 2).
+    evaluation : {'compiled', 'plain'}
 
     Returns
     -------
@@ -270,6 +424,6 @@ def window_patches(
         interpolation=interpolation,
         source_origin=(pad, pad),
         channels=channels,
+        evaluation=evaluation,
         fma_guard=fma_guard,
     )
-

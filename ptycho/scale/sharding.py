@@ -1,7 +1,7 @@
 """JAX: the positions sharded across devices, the object replicated.
 
 The program each device runs is the one the JAX backend compiles for a single
-device -- :func:`ptycho.backends._window_job` with the runtime ``fma_guard`` --
+device -- :func:`ptycho.backends.extract_job` with the runtime ``fma_guard`` --
 applied by ``jax.shard_map`` to that device's slice of the positions.  Patches
 do not depend on each other, so there is no communication, and each patch is
 computed by the same expressions as on one device: the result equals the
@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ptycho._chunks import pad_rows
+from ptycho._validate import working_dtypes
 from ptycho.errors import InputError
 from ptycho.scale import _plan
 
@@ -30,11 +32,11 @@ def _sharded_program(devices: tuple, N: int, interpolation: str, channels: int, 
     import jax
     from jax.sharding import Mesh, PartitionSpec
 
-    from ptycho.backends import _window_job, get_backend
+    from ptycho.backends import extract_job, get_backend
 
     mesh = Mesh(np.asarray(devices, dtype=object), (AXIS,))
     per_device = functools.partial(
-        _window_job, patch_size=N, xp=get_backend("jax").namespace,
+        extract_job, patch_size=N, xp=get_backend("jax").namespace,
         interpolation=interpolation, channels=channels, padding=padding,
     )
     # jax.shard_map is public since JAX 0.6; older releases keep it in jax.experimental.
@@ -118,14 +120,10 @@ def sharded_extract_patches(
     n_devices = len(devices)
     groups = plan.n_groups
     padded_groups = max(1, -(-groups // n_devices)) * n_devices
-    flat = np.asarray(plan.positions)
-    short = (padded_groups - groups) * plan.channels
-    if short:
-        fill = flat[:1] if flat.shape[0] else np.zeros((1, 2), dtype=flat.dtype)
-        flat = np.concatenate([flat, np.repeat(fill, short, axis=0)])
+    flat = pad_rows(np.asarray(plan.positions), padded_groups * plan.channels)
 
     backend = get_backend("jax")
-    real_dtype = np.float64 if plan.dtype == np.complex128 else np.float32
+    real_dtype = working_dtypes(plan.dtype)[1]
     mesh, program = _sharded_program(devices, plan.N, plan.interpolation, plan.channels, plan.padding)
     with backend.precision(plan.dtype):
         replicated = NamedSharding(mesh, PartitionSpec())

@@ -1,11 +1,16 @@
 """The equivalence matrix.
 
 backend {tensorflow, jax, numpy} x N {32, 64, 128} x gridsize {1, 2, 3}
-x dtype {complex64, complex128} x position regime x object {square, nonsquare}.
+x dtype {complex64, complex128} x position regime x object {square, nonsquare}
+x evaluation order {compiled, plain}.
 
-References: the legacy per-patch TF loop (ground truth) and, independently,
-SciPy ``map_coordinates``.  TF batched vs the loop must be bit-exact; other
-pairs use the tolerance table in ``tests/helpers.py``.
+References: the legacy per-patch TF loop (ground truth; itself equal to
+PtychoPINN's own code, ``tests/test_ptychopinn_fixture.py``) and,
+independently, SciPy ``map_coordinates``.  Every backend must equal the loop
+bit for bit in the same evaluation order; the SciPy oracle uses the tolerance
+table of :mod:`ptycho.testing`.  The engine runs in full precision here
+(``full_precision=True``: complex128 objects stay complex128); PtychoPINN's
+complex64 defaults are checked against its fixture.
 """
 
 from __future__ import annotations
@@ -93,9 +98,12 @@ def case(N: int, g: int, dname: str, regime: str, oname: str):
     return image, global_offsets, local_offsets, flat
 
 
+EVALUATIONS = ("compiled", "plain")
+
+
 @functools.lru_cache(maxsize=None)
-def legacy_reference(N: int, g: int, dname: str, regime: str, oname: str) -> np.ndarray:
-    """The legacy loop's (B, N, N, c) patches (TF)."""
+def legacy_reference(N: int, g: int, dname: str, regime: str, oname: str, evaluation: str) -> np.ndarray:
+    """The legacy loop's (B, N, N, c) patches (TF), in full precision."""
     require_backend(Backend.TENSORFLOW)
     from ptycho.config.config import ModelConfig
     from ptycho.raw_data import get_image_patches
@@ -104,14 +112,17 @@ def legacy_reference(N: int, g: int, dname: str, regime: str, oname: str) -> np.
     config = ModelConfig(N=N, gridsize=g, use_batched_patch_extraction=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return get_image_patches(image, glob, loc, config=config).numpy()
+        return get_image_patches(
+            image, glob, loc, config=config, evaluation=evaluation, full_precision=True
+        ).numpy()
 
 
+@pytest.mark.parametrize("evaluation", EVALUATIONS)
 @pytest.mark.parametrize("N, g, dname, regime, oname", CELLS)
-def test_matches_legacy_loop(backend, N, g, dname, regime, oname):
-    """TF batched == legacy loop bit for bit; JAX and NumPy within the tolerance table."""
+def test_matches_legacy_loop(backend, N, g, dname, regime, oname, evaluation):
+    """Every backend == the legacy loop, bit for bit, in either evaluation order."""
     image, glob, loc, flat = case(N, g, dname, regime, oname)
-    reference = legacy_reference(N, g, dname, regime, oname)
+    reference = legacy_reference(N, g, dname, regime, oname, evaluation)
     c = g * g
     expected_shape = (GROUPS, N, N, c)
     if backend is Backend.TENSORFLOW:
@@ -119,13 +130,12 @@ def test_matches_legacy_loop(backend, N, g, dname, regime, oname):
         from ptycho.raw_data import get_image_patches
 
         config = ModelConfig(N=N, gridsize=g, use_batched_patch_extraction=True)
-        got = get_image_patches(image, glob, loc, config=config)
-        assert_close(got, reference, backend="tensorflow", shape=expected_shape, dtype=DTYPES[dname], exact=True)
+        got = get_image_patches(image, glob, loc, config=config, evaluation=evaluation, full_precision=True)
     else:
         from ptycho.backends import extract_patches_grouped
 
-        got = extract_patches_grouped(image, flat, N, channels=c, backend=backend.value)
-        assert_close(got, reference, backend=backend.value, shape=expected_shape, dtype=DTYPES[dname])
+        got = extract_patches_grouped(image, flat, N, channels=c, backend=backend.value, evaluation=evaluation)
+    assert_close(got, reference, backend=backend.value, shape=expected_shape, dtype=DTYPES[dname], exact=True)
     if regime == "outside":
         assert not np.any(reference), "a window outside the padded object must be zero"
 
@@ -142,13 +152,26 @@ def test_matches_scipy_oracle(backend, N, g, dname, regime, oname):
     assert_close(got, oracle, backend=backend.value, shape=(flat.shape[0], N, N), dtype=DTYPES[dname])
 
 
+@pytest.mark.parametrize("evaluation", EVALUATIONS)
 @pytest.mark.parametrize("dname", list(DTYPES))
 @pytest.mark.parametrize("regime", REGIMES)
-def test_backends_bit_identical(backend, dname, regime):
-    """Stronger than the table: with the FMA guard every backend gives the same bits."""
+def test_backends_bit_identical(backend, dname, regime, evaluation):
+    """Without TensorFlow too: every backend gives NumPy's bits, in either order."""
     from ptycho.backends import extract_patches
 
     image, _, _, flat = case(32, 2, dname, regime, "nonsquare")
-    numpy_result = extract_patches(image, flat, 32, backend="numpy")
-    got = extract_patches(image, flat, 32, backend=backend.value)
+    numpy_result = extract_patches(image, flat, 32, backend="numpy", evaluation=evaluation)
+    got = extract_patches(image, flat, 32, backend=backend.value, evaluation=evaluation)
     assert_close(got, numpy_result, backend=backend.value, dtype=DTYPES[dname], exact=True)
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_orders_differ_by_rounding_only(dname, regime):
+    """compiled vs plain: the same sum, rounded differently -- within the tolerance table."""
+    from ptycho.backends import extract_patches
+
+    image, _, _, flat = case(64, 2, dname, regime, "square")
+    compiled = extract_patches(image, flat, 64, backend="numpy", evaluation="compiled")
+    plain = extract_patches(image, flat, 64, backend="numpy", evaluation="plain")
+    assert_close(compiled, plain, backend="numpy", dtype=DTYPES[dname])

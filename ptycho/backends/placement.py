@@ -1,0 +1,696 @@
+"""Placement: patches back into an object canvas, windowed -- the other direction of extraction.
+
+Two operators, written once against the array API (``xp`` keyword-only, as in
+:mod:`ptycho.backends.window`), on the stencil of the extraction:
+
+- :func:`place_patches` is the exact adjoint of
+  :func:`ptycho.backends.extract_patches`.  Extraction reads, for patch pixel
+  (y, x), the four corners ``corner_a + {0, 1, row_stride, row_stride + 1}``
+  of the zero-bordered object with weights (wa, wb, wc, wd); placement adds
+  ``w_k * patch[y, x]`` into the same four corners of a zero-bordered canvas
+  (real and imaginary planes separately) and crops the border.  Corners that
+  extraction reads as zeros of the border receive contributions that the crop
+  discards, so ``<extract(x), y> == <x, place(y)>`` holds to rounding.  An
+  optional per-pixel weight (e.g. ``|probe|**2``) multiplies each patch; the
+  normalised stitch divides ``place(w * patch)`` by ``place(w) + eps``.
+- :func:`shift_and_sum` / :func:`reassemble_position` are PtychoPINN's
+  ``tf_helper`` functions (crop the central M x M, recentre the offsets by their
+  float32 mean, translate each zero-padded crop over a canvas of side
+  ``S = M + 2*pad``, sum; divide by the same sum over ones + 1e-9), windowed:
+  a crop translated by (tx, ty) is non-zero only on the (M+1) x (M+1) canvas
+  pixels starting at (floor(ty) + pad, floor(tx) + pad), so only that window
+  is computed (:func:`ptycho.backends.window.translate_window` with
+  ``output_origin``: bit-identical to those pixels of the whole translated
+  canvas) and scatter-added.  O(P (M+1)^2) instead of O(P S^2).
+
+Summation order and determinism
+-------------------------------
+Every scatter lists its updates patch by patch (patch-major), and the canvas
+is carried from one chunk of patches to the next.  On a CPU the scatter-add
+of every backend (``np.add.at``, XLA's scatter under ``jax.jit`` and
+``tf.function(jit_compile=True)``) applies the updates one by one in that
+order, so each canvas pixel receives its contributions in patch order -- the
+order of PtychoPINN's sequential loop, ``result += translate(...)`` -- and
+the windowed ``shift_and_sum`` equals the legacy full-canvas loop bit for bit,
+the same bits every run.  On a GPU, XLA's scatter-add uses atomics, whose
+order varies run to run; there (``ordered=None`` resolves it from where the
+arrays live, or pass ``ordered=True``) each scatter is split into rows whose
+kept indices are distinct -- one patch (shift-and-sum) or one patch corner
+(placement) -- added one row after the other (``lax.fori_loop`` /
+``tf.while_loop``), which leaves the atomics nothing to reorder: the same
+order, the same bits, on every device.
+
+Chunks bound the transient memory: at most :data:`CHUNK_UPDATES` canvas
+updates (index and value planes) exist at once, besides the canvas and the
+patches.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ptycho import _validate
+from ptycho._chunks import chunk_bounds, pad_rows
+from ptycho.backends.window import BORDER, EVALUATIONS, _complex_from_parts, _on, stencil, translate_window
+from ptycho.errors import InputError, InputTypeError
+
+__all__ = [
+    "DEFAULT_EPS",
+    "CHUNK_UPDATES",
+    "place_patches",
+    "shift_and_sum",
+    "shift_and_sum_planes",
+    "reassemble_position",
+    "recentre_offsets",
+    "canvas_pad",
+    "place_chunk",
+    "shift_windows",
+    "accumulate_windows",
+    "scatter_add",
+    "place_job",
+    "shift_job",
+]
+
+#: PtychoPINN's regulariser in ``reassemble_position``; the default ``eps`` of the normalised stitch.
+DEFAULT_EPS = 1e-9
+#: Canvas updates (pixels x corners) per compiled step: bounds one chunk's index and value
+#: planes (about 12 bytes per update in complex64, ~200 MB).
+CHUNK_UPDATES = 1 << 24
+
+
+# ---------------------------------------------------------------------------
+# The primitive the array API lacks: scatter-add.
+# ---------------------------------------------------------------------------
+
+
+def scatter_add(flat_target: Any, index: Any, values: Any, *, xp: Any, ordered: bool = False) -> Any:
+    """``flat_target[index[r, k]] += values[r, k]``, row-major order; returns the new target.
+
+    ``index`` and ``values`` are (R, K).  ``ordered=False``: one scatter of all
+    updates (``xp.scatter_add``; on a CPU applied in order).  ``ordered=True``:
+    row after row (``xp.scatter_add_rows``), deterministic on every device when
+    the kept indices of a row are distinct.  NumPy may update ``flat_target`` in
+    place: pass a buffer the caller owns.
+    """
+    if ordered:
+        rows = getattr(xp, "scatter_add_rows", None)
+        if rows is not None:
+            return rows(flat_target, index, values)
+        for r in range(int(index.shape[0])):  # a library without a loop primitive
+            flat_target = _generic_scatter_add(flat_target, index[r], values[r])
+        return flat_target
+    flat_index = xp.reshape(index, (-1,))
+    flat_values = xp.reshape(values, (-1,))
+    fn = getattr(xp, "scatter_add", None)
+    if fn is not None:
+        return fn(flat_target, flat_index, flat_values)
+    return _generic_scatter_add(flat_target, flat_index, flat_values)
+
+
+def _generic_scatter_add(flat_target: Any, index: Any, values: Any) -> Any:
+    """Scatter-add for array-API libraries without a backend module (PyTorch, CuPy, NumPy)."""
+    import array_api_compat
+
+    if array_api_compat.is_torch_array(flat_target):
+        out = flat_target.clone()
+        return out.index_add_(0, index.long(), values)
+    if array_api_compat.is_cupy_array(flat_target):
+        import cupyx
+
+        out = flat_target.copy()
+        cupyx.scatter_add(out, index, values)
+        return out
+    if array_api_compat.is_numpy_array(flat_target):
+        np.add.at(flat_target, index, values)
+        return flat_target
+    raise InputTypeError(f"placement: no scatter-add for arrays of type {type(flat_target).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# The kernels (one chunk of patches).
+# ---------------------------------------------------------------------------
+
+
+def place_chunk(
+    canvases: Sequence[Any],
+    planes: Sequence[Any],
+    positions: Any,
+    *,
+    shape: Tuple[int, int],
+    xp: Any,
+    ordered: bool = False,
+) -> Tuple[Any, ...]:
+    """Add the adjoint of extraction of each real plane into its flat, zero-bordered canvas.
+
+    Parameters
+    ----------
+    canvases : flat real arrays, each ((H + 2*BORDER) * (W + 2*BORDER),)
+    planes : real arrays (P, N, N), one per canvas (e.g. the real and
+        imaginary parts of the patches)
+    positions : array (P, 2), (x, y) object pixels, in the canvases' real dtype
+    shape : (H, W) of the object
+
+    Returns
+    -------
+    tuple of the updated flat canvases.  Each plane pixel contributes
+    ``w_k * value`` to its four corners, patch by patch, corner a, b, c, d.
+    """
+    count, n = int(planes[0].shape[0]), int(planes[0].shape[1])
+    real = canvases[0].dtype
+    corner_a, weights, stride = stencil(
+        -xp.astype(positions, real), output_size=(n, n), source_shape=tuple(shape), xp=xp,
+        source_origin=(n // 2, n // 2),
+    )  # corner_a and each weight (P, N, N, 1)
+    offsets = (0, 1, stride, stride + 1)
+    index = xp.reshape(xp.stack([corner_a + k if k else corner_a for k in offsets], axis=1), (4 * count, n * n))
+    out = []
+    for canvas, plane in zip(canvases, planes):
+        value = xp.reshape(plane, (count, n, n, 1))
+        spread = xp.reshape(xp.stack([w * value for w in weights], axis=1), (4 * count, n * n))
+        out.append(scatter_add(canvas, index, spread, xp=xp, ordered=ordered))
+    return tuple(out)
+
+
+def shift_windows(
+    crops: Any,
+    offsets: Any,
+    *,
+    pad: int,
+    xp: Any,
+    evaluation: str = "compiled",
+    fma_guard: Any = None,
+) -> Tuple[Any, Any]:
+    """Each crop zero-padded by ``pad`` and translated by its offset: the window where it is non-zero.
+
+    Parameters
+    ----------
+    crops : complex array (P, M, M)
+    offsets : real array (P, 2), (tx, ty) pixels, |t| <= pad
+    pad : int
+        The crops' zero padding; the canvas side is S = M + 2*pad.
+
+    Returns
+    -------
+    windows : complex array (P, M+1, M+1)
+        Canvas pixels ``origin[p] + [0, M]^2`` of ``translate(pad(crop_p), t_p)``
+        (PtychoPINN's forward translation, in ``evaluation`` order), bit for bit.
+    origin : int32 array (P, 2)
+        (row, col) = (floor(ty) + pad, floor(tx) + pad) of each window.
+    """
+    count, m = int(crops.shape[0]), int(crops.shape[1])
+    t = offsets
+    origin = xp.astype(xp.stack([xp.floor(t[:, 1]), xp.floor(t[:, 0])], axis=1), xp.int32) + pad
+    windows = translate_window(
+        crops, t, output_size=(m + 1, m + 1), xp=xp, source_origin=(pad, pad),
+        output_origin=origin, evaluation=evaluation, fma_guard=fma_guard,
+    )
+    return xp.reshape(windows, (count, m + 1, m + 1)), origin
+
+
+def accumulate_windows(
+    canvases: Sequence[Any],
+    planes: Sequence[Any],
+    origin: Any,
+    *,
+    size: int,
+    xp: Any,
+    ordered: bool = False,
+) -> Tuple[Any, ...]:
+    """Add real window planes (P, h, w) at ``origin`` (P, 2) into flat canvases of S*S + 1.
+
+    Window pixels outside the S x S canvas go to the extra last element (dropped).
+    """
+    count, h, w = (int(v) for v in planes[0].shape)
+    rows = xp.reshape(origin[:, 0], (count, 1, 1)) + xp.reshape(xp.arange(h, dtype=origin.dtype, **_on(origin, xp)), (1, h, 1))
+    cols = xp.reshape(origin[:, 1], (count, 1, 1)) + xp.reshape(xp.arange(w, dtype=origin.dtype, **_on(origin, xp)), (1, 1, w))
+    inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+    flat = rows * size + cols  # (P, h, w)
+    index = xp.reshape(xp.where(inside, flat, xp.full_like(flat, size * size)), (count, h * w))
+    return tuple(
+        scatter_add(canvas, index, xp.reshape(plane, (count, h * w)), xp=xp, ordered=ordered)
+        for canvas, plane in zip(canvases, planes)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Jobs: module-level, compiled per backend by ptycho.backends.compile_job.
+# ---------------------------------------------------------------------------
+
+
+def place_job(
+    canvases: Tuple[Any, ...], patches: Any, positions: Any, weights: Any, *,
+    shape: Tuple[int, int], mode: str, ordered: bool, xp: Any,
+) -> Tuple[Any, ...]:
+    """One chunk of :func:`place_patches`.  ``mode``: 'plain' (planes re, im), 'weighted'
+    (w*re, w*im) or 'normalized' (w*re, w*im, w); ``weights`` (P or 1, N, N) (unused for 'plain')."""
+    re, im = xp.real(patches), xp.imag(patches)
+    if mode == "plain":
+        planes = (re, im)
+    else:
+        w = xp.astype(weights, re.dtype)
+        planes = (re * w, im * w)
+        if mode == "normalized":
+            planes += (w + xp.zeros(tuple(re.shape), dtype=re.dtype, **_on(re, xp)),)
+    return place_chunk(canvases, planes, positions, shape=shape, xp=xp, ordered=ordered)
+
+
+def shift_job(
+    canvases: Tuple[Any, ...], crops: Any, offsets: Any, fma_guard: Any, *,
+    pad: int, evaluation: str, ordered: bool, ones: bool, xp: Any,
+) -> Tuple[Any, ...]:
+    """One chunk of :func:`shift_and_sum`; ``ones`` adds a third canvas: the same sum over ones."""
+    windows, origin = shift_windows(crops, offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard)
+    planes = [xp.real(windows), xp.imag(windows)]
+    if ones:
+        unit, _ = shift_windows(
+            xp.full_like(xp.real(crops), 1), offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard,
+        )
+        planes.append(xp.real(unit))
+    size = int(crops.shape[1]) + 2 * pad
+    return accumulate_windows(canvases, planes, origin, size=size, xp=xp, ordered=ordered)
+
+
+# ---------------------------------------------------------------------------
+# Arguments: backend, arrays, checks.
+# ---------------------------------------------------------------------------
+
+
+class _Run:
+    """Where a call runs: backend name (None: a generic array-API library), module, namespace."""
+
+    def __init__(self, array: Any, backend: Optional[str]) -> None:
+        from ptycho.backends import _generic_namespace, backend_of, canonical_name, get_backend
+
+        self.name = canonical_name(backend) if backend is not None else backend_of(array)
+        self.mod = get_backend(self.name) if self.name is not None else None
+        self.xp = self.mod.namespace if self.mod is not None else _generic_namespace(array)
+
+    def precision(self, dtype: Any) -> Any:
+        import contextlib
+
+        return self.mod.precision(dtype) if self.mod is not None else contextlib.nullcontext()
+
+    def is_native(self, x: Any) -> bool:
+        if self.mod is not None:
+            return self.mod.is_native(x)
+        return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (np.ndarray, list, tuple))
+
+    def working(self, x: Any, dtype: Any) -> Any:
+        """``x`` as a native array of ``dtype`` (no copy when it already is one)."""
+        dtype = np.dtype(dtype)
+        if self.is_native(x):
+            if _dtype_of(x) == dtype:
+                return x
+            return self.xp.astype(x, getattr(self.xp, dtype.name))
+        return self.mod.asarray(np.asarray(x).astype(dtype, copy=False))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        from ptycho.testing import to_numpy
+
+        return self.mod.to_numpy(x) if self.mod is not None else to_numpy(x)
+
+    def compile(self, job: Any, **static: Any) -> Any:
+        from ptycho.backends import compile_job
+
+        if self.name is None:
+            return functools.partial(job, xp=self.xp, **static)
+        return compile_job(self.name, job, **static)
+
+    def fma_guard(self) -> Any:
+        return self.mod.fma_guard() if self.mod is not None else None
+
+    def ordered(self, value: Optional[bool], x: Any) -> bool:
+        """``ordered`` resolved: None -> True where the scatter-add uses atomics (a GPU)."""
+        if value is not None:
+            return _validate.flag(value, "ordered")
+        if self.name == "numpy":
+            return False
+        if self.name == "jax":
+            import jax
+
+            if not _is_abstract(x):
+                return any(d.platform != "cpu" for d in x.devices())
+            return jax.default_backend() != "cpu"
+        if self.name == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_logical_devices("GPU"))
+        return "cpu" not in str(getattr(x, "device", "cpu")).lower()
+
+
+def _dtype_of(x: Any) -> np.dtype:
+    dtype = getattr(x.dtype, "as_numpy_dtype", x.dtype)
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # torch.complex64 and friends
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def _is_abstract(x: Any) -> bool:
+    """A traced value (under ``jax.grad``/``jax.jit``, or a symbolic tf.Tensor): no host values."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, jax.core.Tracer):
+        return True
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(x, tf.Tensor) and not hasattr(x, "numpy"):
+        return True
+    return False
+
+
+def _array(x: Any, name: str, run: _Run) -> Tuple[Tuple[int, ...], np.dtype, Any]:
+    """(shape, dtype, array) of a numeric array; native arrays stay where they are (no host copy)."""
+    if x is None:
+        raise InputTypeError(f"{name} must be an array, got None")
+    if run.is_native(x):
+        dtype = _dtype_of(x)
+        _validate.numeric_dtype(np.empty(0, dtype=dtype), name)
+        return tuple(int(v) for v in x.shape), dtype, x
+    arr = _validate.to_numpy(x, name)
+    _validate.numeric_dtype(arr, name)
+    return arr.shape, arr.dtype, arr
+
+
+def _rows(x: Any, name: str, patches_name: str, count: int, run: _Run, real_dtype: Any) -> Any:
+    """Positions/offsets (P, 2): real, finite within ``real_dtype``, one per patch.
+
+    Values are checked on the host when they have host values (not when traced).
+    """
+    if x is None:
+        raise InputTypeError(f"{name} must be an array of shape (P, 2) holding (x, y), got None")
+    values = None
+    if _is_abstract(x):
+        shape = tuple(x.shape)
+    else:
+        values = run.to_numpy(x) if run.is_native(x) else _validate.to_numpy(x, name)
+        if values.dtype.kind == "c":
+            raise InputTypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {values.dtype}")
+        _validate.numeric_dtype(values, name, real=True)
+        shape = values.shape
+    if len(shape) != 2 or shape[1] != 2:
+        raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {tuple(shape)}")
+    if shape[0] != count:
+        raise InputError(
+            f"{name} holds {shape[0]} (x, y) rows but {patches_name} holds {count} patches: one per patch"
+        )
+    if values is not None:
+        _validate.finite(values, name, dtype=real_dtype)
+    return x
+
+
+def _eps(value: Any, name: str = "eps") -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTypeError(f"{name} must be a non-negative finite number, got {_validate.describe(value)}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a non-negative finite number, got {value}")
+    return value
+
+
+def _evaluation(value: Any) -> str:
+    check = getattr(_validate, "evaluation", None)
+    if check is not None:
+        return check(value)
+    if value not in EVALUATIONS:
+        raise InputError(f"evaluation must be one of {EVALUATIONS}, got {_validate.describe(value)}")
+    return value
+
+
+def _chunk_rows(updates_per_row: int) -> int:
+    return max(1, CHUNK_UPDATES // max(1, updates_per_row))
+
+
+def _zero_rows(rows: Any, count: int, *, xp: Any) -> Any:
+    """``rows`` padded to ``count`` rows with zeros (a zero patch adds +0: the canvas is unchanged)."""
+    short = count - int(rows.shape[0])
+    if short <= 0:
+        return rows
+    zeros = xp.zeros((short,) + tuple(int(v) for v in rows.shape[1:]), dtype=rows.dtype, **_on(rows, xp))
+    return xp.concat([rows, zeros], axis=0)
+
+
+def _run_chunks(
+    run: _Run, job: Any, canvases: Tuple[Any, ...], chunked: Sequence[Any], pad_with: Sequence[str],
+    shared: Sequence[Any], *, step: int, **static: Any,
+) -> Tuple[Any, ...]:
+    """Carry ``canvases`` through ``job(canvases, *chunk, *shared)`` over chunks of ``step`` rows.
+
+    Chunks run in order, so the canvas receives its updates in patch order.
+    Compiling backends pad the last chunk to ``step`` rows (one program for the
+    run): rows padded by ``pad_with`` ('zeros' or 'copies') add nothing.
+    """
+    fn = run.compile(job, **static)
+    total = int(chunked[0].shape[0])
+    pad_last = run.name in ("jax", "tensorflow") and total > step
+    for start, stop in chunk_bounds(total, step):
+        chunk = [a[start:stop] for a in chunked]
+        if pad_last and stop - start < step:
+            chunk = [
+                _zero_rows(a, step, xp=run.xp) if how == "zeros" else pad_rows(a, step, xp=run.xp)
+                for a, how in zip(chunk, pad_with)
+            ]
+        canvases = tuple(fn(tuple(canvases), *chunk, *shared))
+    return canvases
+
+
+# ---------------------------------------------------------------------------
+# Public operators.
+# ---------------------------------------------------------------------------
+
+
+def place_patches(
+    patches: Any,
+    positions: Any,
+    shape: Any,
+    *,
+    backend: Optional[str] = None,
+    weights: Any = None,
+    normalize: bool = False,
+    eps: float = DEFAULT_EPS,
+    ordered: Optional[bool] = None,
+) -> Any:
+    """Place patches back into an object canvas: the exact adjoint of :func:`extract_patches`.
+
+    ``place_patches(y, positions, (H, W))`` is the linear map with
+    ``<extract_patches(x, positions, N), y> == <x, place_patches(y, positions, (H, W))>``
+    for every object x (complex inner product), to rounding: the same
+    positions convention, the same stencil and bilinear weights, scattered.
+
+    Parameters
+    ----------
+    patches : array (P, N, N), complex (or real)
+    positions : array (P, 2)
+        (x, y) object pixels of each patch's centre, as for ``extract_patches``.
+    shape : (H, W)
+        The object canvas.
+    backend : {'numpy', 'jax', 'tensorflow'}, optional
+        Default: the owner of ``patches``' array type; arrays of other
+        array-API libraries (PyTorch, CuPy) run eagerly on their device.
+    weights : real array (P, N, N) or (N, N), optional
+        Per-pixel weights (e.g. ``|probe|**2``): each patch is multiplied by
+        them before it is placed.
+    normalize : bool
+        Return the normalised stitch ``place(w * patch) / (place(w) + eps)``
+        (``w`` = 1 without weights): overlaps are averaged (what Ptychodus and
+        pty-chi call stitching); ``place(w)`` is the coverage.
+    eps : float
+        Regulariser of the normalised stitch (default 1e-9, PtychoPINN's).
+    ordered : bool, optional
+        Accumulate patch by patch on every device (module docstring); default:
+        only where the scatter-add would use atomics (a GPU).
+
+    Returns
+    -------
+    array (H, W), complex64 (complex128 for complex128/float64 patches), of
+    the backend's native type.  Deterministic: the same bits run to run.
+    Differentiable (JAX, TensorFlow) with respect to the patches, the
+    positions (through the bilinear weights) and the weights.
+    """
+    H, W = _validate.size_pair(shape, "shape")
+    normalize = _validate.flag(normalize, "normalize")
+    eps = _eps(eps)
+    if patches is None:
+        raise InputTypeError("patches must be an array (P, N, N), got None")
+    run = _Run(patches, backend)
+    xp = run.xp
+    pshape, pdtype, patches = _array(patches, "patches", run)
+    if len(pshape) != 3 or pshape[1] != pshape[2]:
+        raise InputError(f"patches must be 3-D (P, N, N) with square patches, got shape {pshape}")
+    count, n = pshape[0], pshape[1]
+    if n == 0:
+        raise InputError(f"patches must have a non-empty patch size N, got shape {pshape}")
+    cdtype, rdtype = _validate.working_dtypes(pdtype)
+    positions = _rows(positions, "positions", "patches", count, run, rdtype)
+    mode = "normalized" if normalize else "plain"
+    if weights is not None:
+        wshape, wdtype, weights = _array(weights, "weights", run)
+        if wdtype.kind == "c":
+            raise InputTypeError(f"weights must be real (e.g. |probe|**2), got dtype {wdtype}")
+        if wshape not in ((count, n, n), (n, n)):
+            raise InputError(
+                f"weights must have shape (P, N, N) = {(count, n, n)} or (N, N) = {(n, n)}, got shape {wshape}"
+            )
+        mode = "normalized" if normalize else "weighted"
+    padded = (H + 2 * BORDER) * (W + 2 * BORDER)
+    with run.precision(cdtype):
+        p = run.working(patches, cdtype)
+        real = getattr(xp, np.dtype(rdtype).name)
+        canvases = tuple(
+            xp.zeros((padded,), dtype=real, **_on(p, xp)) for _ in range(3 if mode == "normalized" else 2)
+        )
+        if count:
+            pos = run.working(positions, rdtype)
+            if weights is None:
+                w = xp.zeros((1, n, n), dtype=real, **_on(p, xp)) + (1 if mode == "normalized" else 0)
+            else:
+                w = xp.reshape(run.working(weights, rdtype), (-1, n, n))
+            per_patch = int(w.shape[0]) == count and count > 1
+            canvases = _run_chunks(
+                run, place_job, canvases,
+                [p, pos, w] if per_patch else [p, pos], ["zeros", "copies", "zeros"],
+                [] if per_patch else [w],
+                step=_chunk_rows(4 * n * n), shape=(H, W), mode=mode, ordered=run.ordered(ordered, p),
+            )
+        planes = [
+            xp.reshape(c, (H + 2 * BORDER, W + 2 * BORDER))[BORDER:BORDER + H, BORDER:BORDER + W]
+            for c in canvases
+        ]
+        if mode == "normalized":
+            norm = planes[2] + eps
+            planes = [planes[0] / norm, planes[1] / norm]
+        return _complex_from_parts(planes[0], planes[1], xp=xp)
+
+
+def _crop_size(M: Any, n: int) -> int:
+    M = _validate.positive_int(M, "M")
+    if M % 2:
+        raise InputError(
+            f"M must be even: PtychoPINN crops rows N//2 - M//2 : N//2 + M//2, M - 1 of them for odd M; got M={M}"
+        )
+    if M > n:
+        raise InputError(f"M must not exceed the patch size N = {n}, got M={M}")
+    return M
+
+
+def recentre_offsets(offsets: Any, *, xp: Any) -> Any:
+    """PtychoPINN's recentring: ``offsets - mean(offsets, axis=0)``, in the offsets' dtype."""
+    return offsets - xp.mean(offsets, axis=0)
+
+
+def canvas_pad(adjusted: np.ndarray) -> int:
+    """PtychoPINN's dynamic pad: ``ceil(max |offset|)``, made even (so that the crop stays centred)."""
+    adjusted = np.asarray(adjusted)
+    if not adjusted.size:
+        return 0
+    pad = int(np.ceil(np.max(np.abs(adjusted))))
+    return pad + pad % 2
+
+
+def shift_and_sum_planes(
+    patches: Any,
+    offsets: Any,
+    M: int = 10,
+    *,
+    backend: Optional[str] = None,
+    evaluation: str = "compiled",
+    recentre: bool = True,
+    pad: Optional[int] = None,
+    ordered: Optional[bool] = None,
+    ones: bool = False,
+    names: Tuple[str, str] = ("patches", "offsets"),
+) -> Tuple[Any, Tuple[Any, ...]]:
+    """The real canvases of :func:`shift_and_sum`: ``(xp, (re, im[, ones]))``, each (S, S).
+
+    For wrappers that combine them themselves (``ptycho.tf_helper`` divides as PtychoPINN does).
+    """
+    patches_name, offsets_name = names
+    evaluation = _evaluation(evaluation)
+    recentre = _validate.flag(recentre, "recentre")
+    if patches is None:
+        raise InputTypeError(f"{patches_name} must be an array (P, N, N), got None")
+    run = _Run(patches, backend)
+    xp = run.xp
+    pshape, pdtype, patches = _array(patches, patches_name, run)
+    if len(pshape) != 3 or pshape[1] != pshape[2]:
+        raise InputError(f"{patches_name} must be (P, N, N) with square patches, got shape {pshape}")
+    if pshape[0] == 0:
+        raise InputError(
+            f"{patches_name} must hold at least one patch (the offsets' mean is undefined), got shape {pshape}"
+        )
+    n = pshape[1]
+    M = _crop_size(M, n)
+    cdtype, rdtype = _validate.working_dtypes(pdtype)
+    offsets = _rows(offsets, offsets_name, patches_name, pshape[0], run, rdtype)
+    with run.precision(cdtype):
+        p = run.working(patches, cdtype)
+        t = run.working(offsets, rdtype)
+        if recentre:
+            t = recentre_offsets(t, xp=xp)
+        if pad is None:
+            if _is_abstract(t):
+                raise InputError(
+                    f"pad must be given when {offsets_name} are traced (e.g. under jax.grad): the canvas "
+                    "size cannot depend on traced values"
+                )
+            pad = canvas_pad(run.to_numpy(t))
+        else:
+            pad = _validate.non_negative_int(pad, "pad")
+        lo = n // 2 - M // 2
+        crops = p[:, lo:lo + M, lo:lo + M]
+        size = M + 2 * pad
+        real = getattr(xp, np.dtype(rdtype).name)
+        canvases = tuple(xp.zeros((size * size + 1,), dtype=real, **_on(p, xp)) for _ in range(3 if ones else 2))
+        canvases = _run_chunks(
+            run, shift_job, canvases, [crops, t], ["zeros", "copies"], [run.fma_guard()],
+            step=_chunk_rows((M + 1) ** 2),
+            pad=pad, evaluation=evaluation, ordered=run.ordered(ordered, p), ones=bool(ones),
+        )
+        return xp, tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases)
+
+
+def shift_and_sum(patches: Any, offsets: Any, M: int = 10, **kwargs: Any) -> Any:
+    """PtychoPINN's ``shift_and_sum``, windowed: each patch's central M x M, translated, summed.
+
+    Parameters
+    ----------
+    patches : array (P, N, N), complex
+    offsets : array (P, 2), (x, y) pixels (PtychoPINN's ``global_offsets``)
+    M : int
+        Even, at most N: the crop ``[N//2 - M//2 : N//2 + M//2]`` of each patch.
+    backend : {'numpy', 'jax', 'tensorflow'}, optional
+    evaluation : {'compiled', 'plain'}
+        The bilinear sum's order: PtychoPINN's XLA path (default) or its eager path.
+    recentre : bool
+        Subtract the offsets' mean (in their real dtype) first, as PtychoPINN does (default).
+    pad : int, optional
+        The crops' zero padding, canvas side S = M + 2*pad; default
+        PtychoPINN's ``ceil(max |offset|)`` made even.  Needed when the offsets
+        have no host values (differentiating with respect to them under ``jax.grad``).
+    ordered : bool, optional
+        See the module docstring (default: only on a GPU).
+
+    Returns
+    -------
+    array (S, S), complex64 (complex128 for complex128 patches), native type.
+    On a CPU the canvas equals PtychoPINN's sequential full-canvas loop bit for
+    bit: the same per-patch contributions, added in patch order.
+    """
+    xp, (re, im) = shift_and_sum_planes(patches, offsets, M, **kwargs)
+    return _complex_from_parts(re, im, xp=xp)
+
+
+def reassemble_position(patches: Any, offsets: Any, M: int = 10, *, eps: float = DEFAULT_EPS, **kwargs: Any) -> Any:
+    """PtychoPINN's ``reassemble_position``: :func:`shift_and_sum` / (the same sum over ones + eps).
+
+    One pass (the ones share the windows); the division is real, the sum over
+    ones being real.  Arguments as :func:`shift_and_sum`; returns (S, S) complex.
+    """
+    eps = _eps(eps)
+    xp, (re, im, ones) = shift_and_sum_planes(patches, offsets, M, ones=True, **kwargs)
+    norm = ones + eps
+    return _complex_from_parts(re / norm, im / norm, xp=xp)
