@@ -16,6 +16,7 @@ the measurements are also printed by ``python -m tests.test_large_runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -175,7 +176,31 @@ def measure_cli(P: int, chunk: int = CHUNK) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _one_at_a_time():
+    """Hold a machine-wide lock while a measurement runs.
+
+    One measurement peaks near 7.5 GiB at 10^5 patches; xdist workers and
+    parallel tox environments (``tox -p``) would otherwise run several at
+    once, which can exhaust memory and would disturb each other's peaks.
+    """
+    import fcntl
+    import tempfile
+
+    with open(pathlib.Path(tempfile.gettempdir()) / "ptycho-large-runs.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _measure_in_subprocess(P: int, chunk: int = CHUNK, how: str = "measure") -> dict[str, Any]:
+    with _one_at_a_time():
+        return _run_measurement(P, chunk, how)
+
+
+def _run_measurement(P: int, chunk: int, how: str) -> dict[str, Any]:
     code = (
         "import json, sys\n"
         f"from tests.test_large_runs import {how}\n"
