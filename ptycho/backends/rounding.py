@@ -119,7 +119,8 @@ def _fma64(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     uh, ul = two_product(a, b, one=one)
     th, tl = two_sum(c, uh)
     v = _round_to_odd_sum(tl, ul, xp=xp)
-    return th + v
+    # th overflowed (or an input is infinite or NaN): the error terms are NaN; th is the answer
+    return xp.where(xp.isfinite(th), th + v, th)
 
 
 def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
@@ -139,7 +140,9 @@ def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
     -------
     array: the correctly rounded (to nearest, ties to even) ``a*b + c``,
     with IEEE semantics for infinities and NaN.  float64: exact when
-    ``a*b`` neither overflows nor underflows (always, for bilinear weights).
+    ``2**-969 <= |a*b| <= DBL_MAX`` (Dekker's product is exact there; always
+    so for bilinear weights and finite, normal pixels) or ``a*b == 0``; a sum
+    beyond the overflow threshold gives the infinity of its sign.
     """
     if a.dtype == xp.float32:
         return _fma32(a, b, c, xp=xp)

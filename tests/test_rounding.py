@@ -1,0 +1,188 @@
+"""The emulated fused multiply-add against exact rational arithmetic.
+
+:func:`ptycho.backends.rounding.fma` must return ``a*b + c`` rounded once
+(to nearest, ties to even) in float32 and float64.  The reference rounds the
+exact ``fractions.Fraction`` value by comparing it with its float neighbours,
+so it shares nothing with the emulation.  Hypothesis draws arbitrary floats
+(subnormals, signed zeros, infinities and NaN included) and constructed hard
+cases: exact sums within a hair of a rounding tie, and sums near overflow.
+NumPy runs every drawn case; JAX and TensorFlow (compiled, where a compiler
+may contract multiply-adds) run a fixed batch of hard cases and must give the
+same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from ptycho.backends.rounding import fma, two_product, two_sum
+
+DTYPES = {"float32": (np.float32, np.uint32), "float64": (np.float64, np.uint64)}
+
+
+def exact_fma(a, b, c, dtype) -> np.ndarray:
+    """``a*b + c`` rounded once to ``dtype``, computed with exact rationals."""
+    a, b, c = (dtype(v) for v in (a, b, c))
+    if not all(math.isfinite(float(v)) for v in (a, b, c)):
+        with np.errstate(all="ignore"):  # IEEE rules for inf and NaN: no rounding involved
+            return np.array(np.float64(a) * np.float64(b) + np.float64(c), dtype=np.float64).astype(dtype)
+    product = Fraction(float(a)) * Fraction(float(b))
+    value = product + Fraction(float(c))
+    if value == 0:
+        # exact zero: -0 only when both addends are zeros of negative sign
+        negative = (math.copysign(1, float(a)) * math.copysign(1, float(b)) < 0 and product == 0
+                    and math.copysign(1, float(c)) < 0)
+        return np.array(-0.0 if negative else 0.0, dtype=dtype)
+    return np.array(_round_fraction(value, dtype), dtype=dtype)
+
+
+def _round_fraction(value: Fraction, dtype):
+    info = np.finfo(dtype)
+    big = Fraction(float(info.max))
+    half_ulp_max = Fraction(2) ** (info.maxexp - info.nmant - 2)  # half an ulp of the largest float
+    if abs(value) > big + half_ulp_max or (abs(value) == big + half_ulp_max):
+        # beyond the overflow midpoint (ties to even: 2**maxexp is even) -> infinity
+        return dtype(math.inf if value > 0 else -math.inf)
+    guess = dtype(float(value)) if abs(value) <= big else (info.max if value > 0 else -info.max)
+    with np.errstate(over="ignore"):
+        candidates = {guess, np.nextafter(guess, dtype(np.inf)), np.nextafter(guess, dtype(-np.inf))}
+    candidates = [v for v in candidates if math.isfinite(float(v))]
+    best = min(abs(Fraction(float(v)) - value) for v in candidates)
+    nearest = [v for v in candidates if abs(Fraction(float(v)) - value) == best]
+    if len(nearest) == 1:
+        return nearest[0]
+    uint = DTYPES[np.dtype(dtype).name][1]
+    return next(v for v in nearest if int(np.array(v, dtype=dtype).view(uint)) % 2 == 0)
+
+
+def same_bits(got: np.ndarray, expected: np.ndarray) -> bool:
+    if np.isnan(expected):
+        return bool(np.isnan(got))
+    uint = DTYPES[got.dtype.name][1]
+    return got.view(uint) == expected.view(uint)
+
+
+def floats(dtype) -> st.SearchStrategy:
+    width = 32 if dtype is np.float32 else 64
+    return st.floats(width=width, allow_nan=True, allow_infinity=True, allow_subnormal=True)
+
+
+@st.composite
+def near_ties(draw, dtype) -> tuple:
+    """c plus a product within a hair of half an ulp of c: the double-rounding traps."""
+    info = np.finfo(dtype)
+    c = dtype(draw(st.floats(width=np.finfo(dtype).bits, min_value=float(info.tiny) * 2**30,
+                             max_value=float(info.max) / 4, allow_subnormal=False)))
+    c = c if draw(st.booleans()) else -c
+    half = (np.nextafter(abs(c), dtype(np.inf)) - abs(c)) / dtype(2)  # a power of two
+    step = dtype(2.0 ** -(info.nmant)) * dtype(draw(st.integers(1, 64)))
+    sign = dtype(draw(st.sampled_from([1.0, -1.0])))
+    a = dtype(half * (dtype(1) + step)) * sign
+    b = dtype(1) - step if draw(st.booleans()) else dtype(1) + step
+    return a, b, c
+
+
+@st.composite
+def near_overflow(draw, dtype) -> tuple:
+    info = np.finfo(dtype)
+    c = np.nextafter(info.max, dtype(0)) if draw(st.booleans()) else info.max
+    a = dtype(2.0 ** (info.maxexp - info.nmant - 2)) * dtype(draw(st.sampled_from([0.5, 1.0, 1.5, 2.0])))
+    b = dtype(draw(st.sampled_from([1.0, -1.0, 1.0 + 2.0**-20, 1.0 - 2.0**-20])))
+    return (a, b, c) if draw(st.booleans()) else (-a, b, -c)
+
+
+def triples(dtype) -> st.SearchStrategy:
+    any_floats = st.tuples(floats(dtype), floats(dtype), floats(dtype))
+    return st.one_of(any_floats, near_ties(dtype), near_overflow(dtype))
+
+
+def _run_numpy(a, b, c, dtype) -> np.ndarray:
+    import array_api_compat.numpy as xp
+
+    with np.errstate(all="ignore"):
+        return np.asarray(fma(*(np.array([v], dtype=dtype) for v in (a, b, c)), xp=xp))[0]
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fma_is_correctly_rounded(dname, data):
+    dtype = DTYPES[dname][0]
+    a, b, c = data.draw(triples(dtype))
+    if dtype is np.float64 and all(math.isfinite(v) for v in (a, b, c)) and a * b != 0:
+        # documented domain of the float64 emulation: the product a*b neither
+        # overflows nor underflows (Dekker's product is exact there)
+        product = abs(Fraction(a) * Fraction(b))
+        assume(Fraction(2) ** -969 <= product <= Fraction(float(np.finfo(np.float64).max)))
+    got = _run_numpy(a, b, c, dtype)
+    expected = exact_fma(a, b, c, dtype)
+    assert same_bits(got, expected), f"fma({a!r}, {b!r}, {c!r}) = {got!r}, exact {expected!r}"
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+def test_naive_double_rounding_is_caught(dname):
+    """A case where rounding float64(a*b + c) again is wrong: the tie fix must act."""
+    dtype = DTYPES[dname][0]
+    info = np.finfo(dtype)
+    c = dtype(1) + dtype(2.0 ** -info.nmant)  # odd last bit
+    eps = dtype(2.0 ** -info.nmant)
+    a, b = dtype(2.0 ** -(info.nmant + 1)) * (dtype(1) + eps), dtype(1) - eps  # a*b = half ulp * (1 - eps**2)
+    expected = exact_fma(a, b, c, dtype)
+    assert same_bits(_run_numpy(a, b, c, dtype), expected)
+    if dtype is np.float32:
+        naive = np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+        assert not same_bits(naive, expected), "the case must defeat naive double rounding"
+
+
+def test_error_free_transformations_are_exact():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(200) * 1e3, rng.standard_normal(200) * 1e-3
+    s, e = two_sum(a, b)
+    p, f = two_product(a, b)
+    for i in range(200):
+        assert Fraction(s[i]) + Fraction(e[i]) == Fraction(a[i]) + Fraction(b[i])
+        assert Fraction(p[i]) + Fraction(f[i]) == Fraction(a[i]) * Fraction(b[i])
+
+
+def _hard_batch(dtype, count: int = 400) -> tuple:
+    """A fixed batch of drawn hard cases (ties and overflow), finite and not subnormal."""
+    rng = np.random.default_rng(1)
+    info = np.finfo(dtype)
+    rows = []
+    for i in range(count):
+        c = dtype(rng.uniform(1, 2) * 2.0 ** rng.integers(-20, 20)) * dtype(rng.choice([1, -1]))
+        half = (np.nextafter(abs(c), dtype(np.inf)) - abs(c)) / dtype(2)
+        step = dtype(2.0 ** -info.nmant) * dtype(rng.integers(1, 64))
+        a = dtype(half * (dtype(1) + step)) * dtype(rng.choice([1, -1]))
+        b = dtype(1) - step if i % 2 else dtype(1) + step
+        rows.append((a, b, c))
+    rows += [(dtype(rng.standard_normal()), dtype(rng.uniform()), dtype(rng.standard_normal())) for _ in range(count)]
+    a, b, c = (np.array(col, dtype=dtype) for col in zip(*rows))
+    return a, b, c
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+def test_compiled_backends_give_the_same_bits(backend, dname):
+    """Under XLA (JAX jit, TF jit_compile), where multiply-adds may be contracted."""
+    from ptycho.backends import compile_job, get_backend
+
+    dtype = DTYPES[dname][0]
+    a, b, c = _hard_batch(dtype)
+    expected = np.array([exact_fma(x, y, z, dtype) for x, y, z in zip(a, b, c)])
+    mod = get_backend(backend.value)
+    with mod.precision(np.complex128):
+        run = compile_job(backend.value, _fma_job)
+        got = mod.to_numpy(run(mod.asarray(a), mod.asarray(b), mod.asarray(c), mod.fma_guard()))
+    uint = DTYPES[dname][1]
+    assert np.array_equal(got.view(uint), expected.view(uint))
+
+
+def _fma_job(a, b, c, guard, *, xp):
+    one = None if guard is None else xp.astype(guard, a.dtype)
+    return fma(a, b, c, xp=xp, one=one)
