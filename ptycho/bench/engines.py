@@ -80,10 +80,10 @@ def _tf(job: Job) -> Dict[str, Any]:
                       job.repeats, cold=True, check=job.check_channels)
 
 
-def _engine(job: Job, backend: str) -> Any:
+def _engine(job: Job, backend: str, evaluation: str = "compiled") -> Any:
     from ptycho.backends import extract_patches_grouped
 
-    out = extract_patches_grouped(job.obj, job.pos, job.N, channels=job.c, backend=backend)
+    out = extract_patches_grouped(job.obj, job.pos, job.N, channels=job.c, backend=backend, evaluation=evaluation)
     return out.block_until_ready() if backend == "jax" else out
 
 
@@ -95,6 +95,30 @@ def _jax(job: Job) -> Dict[str, Any]:
 @register("numpy", "NumPy (eager)", backend="numpy", count="subset_count", order=40)
 def _numpy(job: Job) -> Dict[str, Any]:
     return time_calls(lambda: _engine(job, "numpy"), min(job.repeats, 2), cold=False, check=job.check_channels)
+
+
+# The plain evaluation order (PtychoPINN's eager path); the rows above are the
+# compiled order (its default XLA path).  Their max|diff| is against the
+# compiled legacy reference: one rounding of the last fma, not zero.
+@register("tf_plain", "TF batched (XLA), plain order", package="tensorflow", backend="tensorflow", compiled=True,
+          order=21)
+def _tf_plain(job: Job) -> Dict[str, Any]:
+    raw_data = _raw_data()
+    gt_padded, offsets_f = _tf_inputs(job)
+    return time_calls(lambda: raw_data._get_image_patches_batched(gt_padded, offsets_f, job.N, job.groups, job.c,
+                                                                  evaluation="plain"),
+                      job.repeats, cold=True, check=job.check_channels)
+
+
+@register("jax_plain", "JAX jit, plain order", package="jax", backend="jax", compiled=True, order=31)
+def _jax_plain(job: Job) -> Dict[str, Any]:
+    return time_calls(lambda: _engine(job, "jax", "plain"), job.repeats, cold=True, check=job.check_channels)
+
+
+@register("numpy_plain", "NumPy (eager), plain order", backend="numpy", count="subset_count", order=41)
+def _numpy_plain(job: Job) -> Dict[str, Any]:
+    return time_calls(lambda: _engine(job, "numpy", "plain"), min(job.repeats, 2), cold=False,
+                      check=job.check_channels)
 
 
 @register("dispatch", "get_image_patches (end to end)", package="tensorflow", backend="tensorflow",
