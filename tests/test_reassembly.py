@@ -626,3 +626,67 @@ def test_tf_helper_gradients(tf):
     g_obj, g_off = tape.gradient(loss, [obj_var, off_var])
     assert g_obj is not None and g_off is not None
     assert np.all(np.isfinite(g_obj.numpy())) and np.any(g_off.numpy() != 0)
+
+
+# ---------------------------------------------------------------------------
+# The command line (ptycho-patches stitch) and the benchmark's reassembly modes.
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grouped_file(tmp_path_factory):
+    from ptycho.cli import main
+
+    folder = tmp_path_factory.mktemp("stitch")
+    assert main(["simulate", "-o", str(folder / "scan.npz"), "--object-size", "48", "40", "--N", "16",
+                 "--positions", "60", "--seed", "3"]) == 0
+    assert main(["extract", str(folder / "scan.npz"), "-o", str(folder / "groups.npz"), "--gridsize", "2",
+                 "--backend", "numpy"]) == 0
+    return folder / "groups.npz"
+
+
+def test_cli_stitch(grouped_file, tmp_path):
+    """stitch puts Y back: the normalised stitch equals place_patches', coverage is place(1)."""
+    from ptycho.backends import place_patches
+    from ptycho.cli import main
+    from ptycho.cli.stitch import flat_patches
+    from ptycho.dataset import load_grouped
+
+    out = tmp_path / "object.npz"
+    assert main(["stitch", str(grouped_file), "-o", str(out), "--backend", "numpy"]) == 0
+    result = np.load(out)
+    grouped = load_grouped(grouped_file)
+    patches, positions = flat_patches(grouped)
+    shape = grouped["objectGuess"].shape
+    assert result["object"].shape == shape and result["coverage"].dtype == np.float32
+    expected = place_patches(patches, positions, shape, normalize=True)
+    assert_close(result["object"], expected, dtype=np.complex64, exact=True)
+    covered = result["coverage"] >= 1
+    assert covered.mean() > 0.5
+    # extraction interpolates: the stitch is the object, blurred by at most a pixel
+    assert np.median(np.abs(result["object"][covered] - grouped["objectGuess"][covered])) < 0.05
+    assert main(["stitch", str(grouped_file), "-o", str(out), "--backend", "numpy"]) == 2  # exists
+
+
+def test_cli_stitch_png(grouped_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    from ptycho.cli import main
+
+    png = tmp_path / "object.png"
+    assert main(["stitch", str(grouped_file), "-o", str(tmp_path / "o.npz"), "--png", str(png), "--shape", "50", "44",
+                 "--backend", "numpy"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.load(tmp_path / "o.npz")["object"].shape == (50, 44)
+
+
+def test_bench_reassembly_modes(tf, tmp_path):
+    """The benchmark's reassembly modes run (in-process, tiny) and the windowed ones equal the loop."""
+    from ptycho.bench import reassembly
+    from ptycho.bench.registry import run_mode
+
+    spec = {"N": 16, "object_size": 40, "count": 16, "gridsize": 1, "repeats": 1, "seed": 0, "hugepages": False,
+            "workdir": str(tmp_path), "reassembly_M": 10, "reassembly_legacy_count": 4}
+    records = {name: run_mode(name, spec) for name in reassembly.MODE_NAMES
+               if name != "reassembly_jax" or Backend.JAX.installed()}
+    rows = reassembly._rows(records, 10, spec)
+    windowed = [r for r in rows if r["mode"].startswith(("reassembly_tf", "reassembly_jax"))]
+    assert windowed and all(r["max_abs_diff"] == 0 for r in windowed)
+    assert "legacy full-canvas loop" in reassembly.format_table(rows, 16)

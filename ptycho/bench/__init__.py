@@ -42,7 +42,7 @@ imported below.
 from __future__ import annotations
 
 # The modules that register modes, imported for their registrations.
-from ptycho.bench import engines, peers  # noqa: F401
+from ptycho.bench import engines, peers, reassembly  # noqa: F401
 from ptycho.bench.registry import MODES, Mode, register
 from ptycho.bench.runner import build_parser, main
 from ptycho.bench.workload import make_workload

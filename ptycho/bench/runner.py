@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-batch", type=int, default=512,
                         help="patch_extraction_batch_size of the chunk study (default 512: 16 MB "
                              "chunks at N=64, small enough for the allocator to reuse)")
+    parser.add_argument("--reassembly", action="store_true",
+                        help="add the reassembly table (issue 12): PtychoPINN's shift_and_sum, windowed vs its "
+                             "full-canvas loop vs the memory floor")
+    parser.add_argument("--reassembly-M", default=None,
+                        help="comma list of crop sizes M for --reassembly (default: 10 and N)")
+    parser.add_argument("--reassembly-legacy-count", type=int, default=None,
+                        help="patches the legacy reassembly loop computes, scaled per patch (default 48; --quick 8)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     return parser
@@ -207,6 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             chunk_records.append(_run_worker("chunk", dict(spec, chunk_count=max(c, count // c * c),
                                                            chunk_batch=args.chunk_batch)))
             progress.update(1)
+        reassembly_rows = _reassembly(args, parser, spec)
         progress.close()
 
     rows = report.rows(records, spec["count"])
@@ -232,6 +240,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result["chunk_study"] = report.chunk_rows(chunk_records)
         print()
         print(report.format_chunk_table(result["chunk_study"]))
+    if args.reassembly:
+        from ptycho.bench import reassembly
+
+        result["reassembly"] = reassembly_rows
+        print()
+        print(reassembly.format_table(reassembly_rows, spec["count"]))
     json_path = Path(args.json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report.finite(result), indent=2, default=report.json_default))
@@ -242,10 +256,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"chart: {plot_path}")
     failed = [m for m, r in records.items() if "error" in r]
     failed += [str(r.get("count")) for r in chunk_records if "error" in r]
+    failed += [f"{r['mode']} (M={r['M']})" for r in reassembly_rows if "note" in r and "skipped" not in str(r["note"])]
     if failed:
         print(f"failed modes: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reassembly(args: argparse.Namespace, parser: argparse.ArgumentParser, spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The reassembly section's rows (none without --reassembly)."""
+    if not args.reassembly:
+        return []
+    from ptycho.bench import reassembly
+
+    text = args.reassembly_M or f"10,{spec['N']}"
+    try:
+        Ms = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--reassembly-M must be a comma list of even integers, got {text!r}")
+    for M in Ms:
+        if M < 2 or M % 2 or M > spec["N"]:
+            parser.error(f"--reassembly-M: each M must be even, 2 <= M <= N = {spec['N']}, got {M}")
+    legacy = args.reassembly_legacy_count or (8 if args.quick else 48)
+    return reassembly.run_section(spec, Ms, _positive(parser, "--reassembly-legacy-count", legacy), _run_worker,
+                                  _importable)
 
 
 class _NoProgress:

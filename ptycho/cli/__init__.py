@@ -6,10 +6,11 @@ From a ptychography dataset to grouped training patches::
     ptycho-patches simulate -o scan.npz          # a synthetic PtychoPINN-format dataset
     ptycho-patches extract scan.npz -o groups.npz --gridsize 2 --nsamples 500
     ptycho-patches show groups.npz -o groups.png # look at what was made
+    ptycho-patches stitch groups.npz -o object.npz  # put Y back: the adjoint of extraction
     ptycho-patches check scan.npz                # TF vs JAX vs NumPy vs legacy loop
     ptycho-patches bench --quick                 # the benchmark (ptycho.bench)
 
-One module per command (``simulate``, ``extract``, ``show``, ``demo``,
+One module per command (``simulate``, ``extract``, ``show``, ``stitch``, ``demo``,
 ``check``, ``bench``), each with ``add_parser(subparsers)`` and
 ``run(args) -> int``; what they share is in ``_common``.  This module
 assembles the parser and maps exceptions to exit statuses:
@@ -37,14 +38,14 @@ import traceback
 from typing import Optional, Sequence
 
 from ptycho import __version__
-from ptycho.cli import bench, check, demo, extract, show, simulate
+from ptycho.cli import bench, check, demo, extract, show, simulate, stitch
 from ptycho.cli._common import EXIT_FAILED, EXIT_USAGE, PROG, CLIError
 from ptycho.errors import InputError
 
 __all__ = ["main", "build_parser", "CLIError"]
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (simulate, extract, show, demo, check, bench)
+COMMANDS = (simulate, extract, show, stitch, demo, check, bench)
 
 #: File errors a user causes (a path that does not exist, exists, or cannot be
 #: read or written): input errors, like :class:`ptycho.errors.InputError`.
@@ -57,6 +58,7 @@ examples:
   ptycho-patches extract scan.npz -o groups.npz --gridsize 2 --K 7 --nsamples 500
   ptycho-patches show scan.npz -o scan.png
   ptycho-patches show groups.npz -o groups.png
+  ptycho-patches stitch groups.npz -o object.npz --png object.png
   ptycho-patches check scan.npz --gridsize 2 --sample 64
   ptycho-patches bench --quick
 

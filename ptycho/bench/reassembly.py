@@ -1,0 +1,241 @@
+"""The benchmark's reassembly section (``ptycho-patches bench --reassembly``), issue 12.
+
+PtychoPINN's ``shift_and_sum`` on the reference workload's 20,000 scan
+positions (N = 64; M = 10 and M = N): each crop is translated into the
+canvas and summed.
+
+================== ===========================================================
+reassembly_legacy  PtychoPINN's loop: every crop zero-padded to the whole canvas,
+                   the whole canvas translated (``tf_helper.translate``, XLA),
+                   ``result += translated``; timed on a subset, scaled per patch
+reassembly_tf      ``ptycho.tf_helper.shift_and_sum`` (windowed, TF/XLA)
+reassembly_jax     ``placement.shift_and_sum(..., backend='jax')`` (windowed, jit)
+reassembly_floor   the memory floor: read every crop pixel once, write the canvas once
+================== ===========================================================
+
+Each mode runs in its own process, like the extraction modes.  The windowed
+modes also run on the legacy subset, whose canvas they must equal (max |diff|).
+The modes are not listed in the extraction table (``listed=False``):
+:func:`run_section` runs them and :func:`format_table` prints their own table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+
+from ptycho.bench.measure import NO_CHECK, time_calls
+from ptycho.bench.registry import register
+from ptycho.bench.workload import Job
+
+__all__ = ["MODE_NAMES", "legacy_shift_and_sum", "run_section", "format_table"]
+
+MODE_NAMES = ("reassembly_legacy", "reassembly_floor", "reassembly_tf", "reassembly_jax")
+#: Modes per M, in table order; the legacy one writes the reference the others compare to.
+
+
+def _inputs(job: Job, count: int):
+    """(patches (count, N, N, 1) complex64, global_offsets (count, 1, 1, 2) float64): deterministic."""
+    N, block = job.N, 256
+    # Blocks of 256 patches from their own streams: the first ``count`` patches do not depend on the count.
+    parts = []
+    for b in range(-(-count // block)):
+        rng = np.random.default_rng([job.spec["seed"], 12, b])
+        size = min(block, count - b * block)
+        parts.append(rng.standard_normal((size, N, N, 2), dtype=np.float32).view(np.complex64))
+    patches = np.concatenate(parts)
+    return patches, job.pos[:count].astype(np.float64).reshape(count, 1, 1, 2)
+
+
+def legacy_shift_and_sum(obj_tensor: Any, global_offsets: Any, M: int) -> Any:
+    """PtychoPINN's ``shift_and_sum`` loop (the ground truth): (S, S, 1) complex64 ``tf.Tensor``."""
+    import tensorflow as tf
+
+    from ptycho import tf_helper as hh
+
+    N = obj_tensor.shape[1]
+    obj_tensor = obj_tensor[:, N // 2 - M // 2:N // 2 + M // 2, N // 2 - M // 2:N // 2 + M // 2, :]
+    center_of_mass = tf.reduce_mean(tf.cast(global_offsets, tf.float32), axis=0)
+    adjusted_offsets = tf.cast(global_offsets, tf.float32) - center_of_mass
+    dynamic_pad = int(tf.cast(tf.math.ceil(tf.reduce_max(tf.abs(adjusted_offsets))), tf.int32))
+    dynamic_pad += dynamic_pad % 2
+    result = tf.zeros_like(hh.pad(obj_tensor[0:1], dynamic_pad))
+    for i in range(len(adjusted_offsets)):
+        padded_obj_tensor = hh.pad(obj_tensor[i:i + 1], dynamic_pad)
+        offset_2d = tf.reshape(adjusted_offsets[i], (1, 2))
+        result += hh.translate(padded_obj_tensor, offset_2d, interpolation="bilinear")[0]
+    return result[0]
+
+
+def _reference_path(job: Job):
+    return job.reference_path.with_name(f"reassembly_M{job.spec['reassembly_M']}.npy")
+
+
+def _check(job: Job, subset_result: Any) -> float:
+    from ptycho.testing import max_abs_diff
+
+    path = _reference_path(job)
+    if not path.exists():
+        return float("nan")
+    return max_abs_diff(np.asarray(subset_result).reshape(-1), np.load(path).reshape(-1))
+
+
+@register("reassembly_legacy", "legacy full-canvas loop (TF)", package="tensorflow", backend="tensorflow",
+          count="reassembly_legacy_count", listed=False, order=2000)
+def _legacy(job: Job) -> Dict[str, Any]:
+    import tensorflow as tf
+
+    M = job.spec["reassembly_M"]
+    patches, offsets = (tf.constant(a) for a in _inputs(job, job.count))
+    # Compile the whole-canvas translation first (same canvas shape): the loop is timed per patch, steady state.
+    from ptycho import tf_helper
+    from ptycho.backends.placement import canvas_pad
+
+    centred = tf.cast(offsets, tf.float32) - tf.reduce_mean(tf.cast(offsets, tf.float32), axis=0)
+    size = M + 2 * canvas_pad(centred.numpy())
+    tf_helper.translate(tf.zeros((1, size, size, 1), tf.complex64), tf.zeros((1, 2), tf.float32))
+
+    def save(result: Any) -> float:
+        np.save(_reference_path(job), result.numpy())
+        return 0.0
+
+    return time_calls(lambda: legacy_shift_and_sum(patches, offsets, M), 1, cold=False, check=save)
+
+
+@register("reassembly_floor", "memory floor (read crops + write canvas)", listed=False, order=2001)
+def _floor(job: Job) -> Dict[str, Any]:
+    from ptycho.backends.placement import canvas_pad
+
+    M, N = job.spec["reassembly_M"], job.N
+    patches, offsets = _inputs(job, job.count)
+    flat = offsets.reshape(-1, 2).astype(np.float32)
+    size = M + 2 * canvas_pad(flat - flat.mean(axis=0))
+    lo = N // 2 - M // 2
+
+    def call() -> np.ndarray:
+        total = patches[:, lo:lo + M, lo:lo + M, 0].sum()  # every crop pixel read once
+        canvas = np.empty((size, size), np.complex64)
+        canvas.fill(total)  # the canvas written once
+        return canvas
+
+    return time_calls(call, job.repeats, cold=False, check=NO_CHECK)
+
+
+@register("reassembly_tf", "windowed, tf_helper.shift_and_sum (XLA)", package="tensorflow",
+          backend="tensorflow", count="count", compiled=True, listed=False, order=2002)
+def _tf(job: Job) -> Dict[str, Any]:
+    import tensorflow as tf
+
+    from ptycho import tf_helper
+
+    M = job.spec["reassembly_M"]
+    patches, offsets = (tf.constant(a) for a in _inputs(job, job.count))
+    k = job.spec["reassembly_legacy_count"]
+    record = time_calls(lambda: tf_helper.shift_and_sum(patches, offsets, M=M).numpy(), job.repeats, cold=True,
+                        check=NO_CHECK)
+    record["max_abs_diff"] = _check(job, tf_helper.shift_and_sum(patches[:k], offsets[:k], M=M).numpy())
+    return record
+
+
+@register("reassembly_jax", "windowed, placement.shift_and_sum (JAX jit)", package="jax", backend="jax",
+          count="count", compiled=True, listed=False, order=2003)
+def _jax(job: Job) -> Dict[str, Any]:
+    import jax.numpy as jnp
+
+    from ptycho.backends import get_backend
+    from ptycho.backends.placement import shift_and_sum
+
+    M = job.spec["reassembly_M"]
+    patches, offsets = _inputs(job, job.count)
+    with get_backend("jax").precision(np.complex64):
+        p, o = jnp.asarray(patches[..., 0]), jnp.asarray(offsets.reshape(-1, 2).astype(np.float32))
+        k = job.spec["reassembly_legacy_count"]
+        # The float32 mean of the tf_helper path, so that the subset compares exactly.
+        centre = np.asarray(_tf_mean(offsets[:k]))
+        record = time_calls(lambda: shift_and_sum(p, o, M, backend="jax").block_until_ready(), job.repeats,
+                            cold=True, check=NO_CHECK)
+        subset = shift_and_sum(p[:k], o[:k] - centre, M, backend="jax", recentre=False)
+        record["max_abs_diff"] = _check(job, np.asarray(subset))
+    return record
+
+
+def _tf_mean(offsets: np.ndarray) -> np.ndarray:
+    """PtychoPINN's centre when TensorFlow is here; NumPy's float32 mean otherwise."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return offsets.reshape(-1, 2).astype(np.float32).mean(axis=0)
+    return tf.reshape(tf.reduce_mean(tf.cast(offsets, tf.float32), axis=0), (2,)).numpy()
+
+
+def run_section(spec: Dict[str, Any], Ms: Sequence[int], legacy_count: int,
+                run_worker: Callable[[str, Dict[str, Any]], Dict[str, Any]],
+                importable: Callable[[Any], bool]) -> List[Dict[str, Any]]:
+    """Run the reassembly modes for each M (one process each); return the table rows."""
+    from ptycho.bench.registry import mode
+
+    rows: List[Dict[str, Any]] = []
+    for M in Ms:
+        c = spec["gridsize"] ** 2  # a Job's workload is whole groups
+        legacy = max(c, min(legacy_count, spec["count"]) // c * c)
+        sub = dict(spec, reassembly_M=int(M), reassembly_legacy_count=legacy)
+        records = {}
+        for name in MODE_NAMES:
+            package = mode(name).package
+            records[name] = (run_worker(name, sub) if importable(package)
+                             else {"mode": name, "skipped": f"{package} is not installed"})
+        rows.extend(_rows(records, int(M), spec))
+    return rows
+
+
+def _rows(records: Dict[str, Dict[str, Any]], M: int, spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    from ptycho.bench.registry import mode
+
+    full = spec["count"]
+    patch_bytes = full * spec["N"] ** 2 * 8
+    out: List[Dict[str, Any]] = []
+    for name, rec in records.items():
+        label = mode(name).label
+        if "error" in rec or "skipped" in rec:
+            out.append({"M": M, "mode": name, "label": label, "note": rec.get("error") or rec.get("skipped")})
+            continue
+        variants = [("cold", "cold_seconds", "cold_peak_bytes"), ("warm", "warm_seconds", "warm_peak_bytes")]
+        if not mode(name).compiled:
+            variants = [("", "warm_seconds" if "warm_seconds" in rec else "cold_seconds",
+                         "warm_peak_bytes" if "warm_peak_bytes" in rec else "cold_peak_bytes")]
+        for tag, key, peak in variants:
+            if key not in rec:
+                continue
+            seconds = rec[key] / rec["count"] * full
+            out.append({"M": M, "mode": f"{name}-{tag}" if tag else name, "label": label + (f" {tag}" if tag else ""),
+                        "count_timed": rec["count"], "seconds": seconds,
+                        "cpu_seconds": rec[key.replace("_seconds", "_cpu_seconds")] / rec["count"] * full,
+                        "peak_bytes": rec[peak], "peak_over_patches": rec[peak] / patch_bytes,
+                        "max_abs_diff": rec.get("max_abs_diff", float("nan"))})
+    legacy = next((r for r in out if r["mode"] == "reassembly_legacy" and "seconds" in r), None)
+    floor = next((r for r in out if r["mode"] == "reassembly_floor" and "seconds" in r), None)
+    for row in out:
+        if "seconds" in row:
+            row["speedup_vs_legacy"] = legacy["seconds"] / row["seconds"] if legacy else float("nan")
+            row["ratio_to_floor"] = row["seconds"] / floor["seconds"] if floor else float("nan")
+    return out
+
+
+def format_table(rows: Sequence[Dict[str, Any]], count: int) -> str:
+    """The reassembly table (plain text, also used verbatim in docs/PERFORMANCE.md)."""
+    from ptycho.bench.report import fmt
+
+    head = (f"{'M':>3} {'mode':<50} {'timed':>6} {'s/' + str(count):>9} {'cpu s':>8} {'vs legacy':>10} "
+            f"{'/ floor':>8} {'peak MB':>8} {'max|diff|':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "seconds" not in r:
+            lines.append(f"{r['M']:>3} {r['label']:<50} skipped: {r['note']}")
+            continue
+        lines.append(
+            f"{r['M']:>3} {r['label']:<50} {r['count_timed']:>6} {r['seconds']:>9.3f} {r['cpu_seconds']:>8.2f} "
+            f"{fmt(r['speedup_vs_legacy'], '>9.0f')}x {fmt(r['ratio_to_floor'], '>7.1f')}x "
+            f"{r['peak_bytes'] / 1e6:>8.1f} {fmt(r['max_abs_diff'], '>9.1e')}"
+        )
+    return "\n".join(lines)
