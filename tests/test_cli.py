@@ -422,6 +422,29 @@ def test_check_fails_beyond_tolerance(dataset, both_engines, monkeypatch, capsys
     assert "FAIL" in out and "check FAILED: 3 of 6" in out
 
 
+def test_check_reports_both_orders(dataset, both_engines, capsys):
+    """--evaluation both: every pair exact within each order, compiled vs plain within the table."""
+    assert run("check", dataset, "--nsamples", 4, "--sample", 4, "--evaluation", "both") == 0
+    out = capsys.readouterr().out
+    assert "TF batched vs legacy loop (compiled)" in out and "TF batched vs legacy loop (plain)" in out
+    assert "TF batched compiled vs plain" in out and "check passed: all 13 pairs" in out
+
+
+def test_check_default_order_is_compiled(dataset, both_engines, monkeypatch, capsys):
+    import ptycho.backends as backends
+
+    seen = []
+    real = backends.extract_patches_grouped
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("evaluation"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "extract_patches_grouped", spy)
+    assert run("check", dataset, "--nsamples", 4, "--sample", 4) == 0
+    assert seen and set(seen) == {"compiled"}
+
+
 def test_check_names_a_missing_backend(dataset, monkeypatch, capsys):
     import ptycho.backends as backends
 

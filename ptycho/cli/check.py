@@ -1,9 +1,11 @@
 """``ptycho-patches check``: TF/XLA vs JAX vs NumPy vs the legacy loop, on your data.
 
 The tolerances are :mod:`ptycho.testing`'s, the same table as the test suite:
-TF batched vs the legacy loop must be exactly equal (``EXACT``); across
-backends ``tolerance(reference, dtype)`` allows ``RELATIVE_ATOL[dtype] *
-max(1, max|ref|)``.
+in one evaluation order every backend must equal the legacy loop exactly
+(``EXACT``); between the two orders (``--evaluation both``)
+``tolerance(reference, dtype)`` allows ``RELATIVE_ATOL[dtype] * max(1, max|ref|)``.
+The default order is ``compiled``: the legacy loop then equals PtychoPINN's
+default (XLA) path; ``plain`` equals its eager path.
 
 Order of checks: the input dataset (exists, loads, has an object) and the
 grouping options first, then the optional ``tf`` and ``jax`` extras.
@@ -33,22 +35,29 @@ examples:
   ptycho-patches check scan.npz
   ptycho-patches check scan.npz --N 64 --gridsize 2 --nsamples 200 --sample 32 --seed 1
 
+  ptycho-patches check scan.npz --evaluation both
+
 Cuts the same patches with the production TF/XLA path, the JAX mirror and NumPy
 (all groups) and with the legacy per-patch loop (a sample of positions), and
-prints max |diff| for every pair.  Tolerances: TF batched vs legacy loop must be
-exactly equal; across backends complex64 allows 1e-6 * max(1, max|ref|) and
-complex128 1e-12 * max(1, max|ref|).  Exit status 1 if any pair exceeds it.
+prints max |diff| for every pair.  --evaluation compiled (default) compares
+against PtychoPINN's default compiled path (fused multiply-adds), plain against
+its eager path, both reports both.  In one order every pair must be exactly
+equal; compiled vs plain differ by rounding: complex64 allows
+1e-6 * max(1, max|ref|), complex128 1e-12 * max(1, max|ref|).  Exit status 1 if
+any pair exceeds its tolerance.
 """
 
-#: (a, b, compared on the legacy sample only?, exact?): the legacy loop only saw the sample.
+#: (a, b, compared on the legacy sample only?): the legacy loop only saw the sample.
+#: In one evaluation order every pair is exact.
 PAIRS = (
-    ("TF batched", "legacy loop", True, True),
-    ("JAX", "legacy loop", True, False),
-    ("NumPy", "legacy loop", True, False),
-    ("JAX", "TF batched", False, False),
-    ("NumPy", "TF batched", False, False),
-    ("JAX", "NumPy", False, False),
+    ("TF batched", "legacy loop", True),
+    ("JAX", "legacy loop", True),
+    ("NumPy", "legacy loop", True),
+    ("JAX", "TF batched", False),
+    ("NumPy", "TF batched", False),
+    ("JAX", "NumPy", False),
 )
+ORDERS = ("compiled", "plain")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,6 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_grouping_options(p, f"{CHECK_GROUPS} or one per position if fewer")
     p.add_argument("--sample", type=positive_int, default=64, metavar="S",
                    help="positions cut by the (slow) legacy loop, rounded up to whole groups (default: 64)")
+    p.add_argument("--evaluation", choices=ORDERS + ("both",), default="compiled",
+                   help="evaluation order: compiled (PtychoPINN's default XLA path, the default), "
+                        "plain (its eager path) or both")
     return p
 
 
@@ -104,37 +116,53 @@ def run(args: argparse.Namespace) -> int:
     n_legacy = min(G, max(1, math.ceil(args.sample / c)))
     legacy_groups = np.sort(rng.choice(G, size=n_legacy, replace=False))
 
-    results, seconds = _run_engines(args, obj, global_offsets, local_offsets, positions, offsets[legacy_groups],
-                                    N, gridsize)
+    orders = ORDERS if args.evaluation == "both" else (args.evaluation,)
+    results, seconds = {}, {}
+    for order in orders:
+        results[order], seconds[order] = _run_engines(
+            args, obj, global_offsets, local_offsets, positions, offsets[legacy_groups], N, gridsize, order)
     H, W = obj.shape
     say(f"check: {src}  object {H}x{W} {cdtype.name}, N={N}, gridsize={gridsize}, "
         f"{G} groups ({G * c} patches); legacy loop on {n_legacy} groups ({n_legacy * c} patches)")
-    say("times (compilation included): " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
-    header = f"{'pair':<28} {'patches':>8} {'max |diff|':>12} {'tolerance':>12}  result"
+    # (label, left, right, tolerance): every pair of one order is exact
+    rows = []
+    for order in orders:
+        say(f"times, {order} order (compilation included): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in seconds[order].items()))
+        got = results[order]
+        for a, b, on_sample in PAIRS:
+            left = got[a][legacy_groups] if on_sample and a != "legacy loop" else got[a]
+            right = got[b][legacy_groups] if on_sample and b != "legacy loop" else got[b]
+            rows.append((f"{a} vs {b}" + (f" ({order})" if len(orders) > 1 else ""), left, right, EXACT))
+    if len(orders) > 1:  # the two orders round differently: the tolerance table
+        compiled, plain = results["compiled"]["TF batched"], results["plain"]["TF batched"]
+        rows.append(("TF batched compiled vs plain", compiled, plain, tolerance(plain, cdtype)))
+    label_width = max(28, max(len(label) for label, *_ in rows))
+    header = f"{'pair (' + '/'.join(orders) + ')':<{label_width}} {'patches':>8} {'max |diff|':>12} {'tolerance':>12}  result"
     say(header)
     say("-" * len(header))
     failed = 0
-    for a, b, on_sample, exact in PAIRS:
-        left = results[a][legacy_groups] if on_sample and a != "legacy loop" else results[a]
-        right = results[b][legacy_groups] if on_sample and b != "legacy loop" else results[b]
+    for label, left, right, tol in rows:
         diff = max_abs_diff(left, right)
-        tol = EXACT if exact else tolerance(right, cdtype)
         ok = diff <= tol
         failed += not ok
-        tol_text = "0 (exact)" if exact else f"{tol:.1e}"
-        say(f"{a + ' vs ' + b:<28} {left.shape[0] * c:>8} {diff:>12.3g} {tol_text:>12}  "
-            f"{'ok' if ok else 'FAIL'}")
+        tol_text = "0 (exact)" if tol == EXACT else f"{tol:.1e}"
+        say(f"{label:<{label_width}} {left.shape[0] * c:>8} {diff:>12.3g} {tol_text:>12}  {'ok' if ok else 'FAIL'}")
     if failed:
-        say(f"check FAILED: {failed} of {len(PAIRS)} pairs beyond tolerance")
+        say(f"check FAILED: {failed} of {len(rows)} pairs beyond tolerance")
         return EXIT_FAILED
-    say(f"check passed: all {len(PAIRS)} pairs within tolerance")
+    say(f"check passed: all {len(rows)} pairs within tolerance")
     return EXIT_OK
 
 
 def _run_engines(args: argparse.Namespace, obj: np.ndarray, global_offsets: np.ndarray, local_offsets: np.ndarray,
                  positions: np.ndarray, legacy_offsets: np.ndarray, N: int,
-                 gridsize: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """The four results (the legacy loop on its sample only) and their seconds."""
+                 gridsize: int, order: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The four results of one evaluation order (the legacy loop on its sample only) and their seconds.
+
+    Everything runs in the object's precision (``full_precision=True`` for the
+    PtychoPINN-named paths), so the four compare bit for bit.
+    """
     c = gridsize**2
     results: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
@@ -147,20 +175,23 @@ def _run_engines(args: argparse.Namespace, obj: np.ndarray, global_offsets: np.n
     with Timer() as t:
         config = ModelConfig(N=N, gridsize=gridsize, use_batched_patch_extraction=True)
         results["TF batched"] = np.asarray(get_image_patches(obj, global_offsets, local_offsets, N=N,
-                                                             gridsize=gridsize, config=config))
+                                                             gridsize=gridsize, config=config, evaluation=order,
+                                                             full_precision=True))
     seconds["TF batched"] = t.seconds
     for label, name in (("JAX", "jax"), ("NumPy", "numpy")):
         with Timer() as t:
-            results[label] = np.asarray(extract_patches_grouped(obj, positions, N, channels=c, backend=name))
+            results[label] = np.asarray(extract_patches_grouped(obj, positions, N, channels=c, backend=name,
+                                                                evaluation=order))
         seconds[label] = t.seconds
     with Timer() as t, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        results["legacy loop"] = _legacy_patches(obj, legacy_offsets, N, c, progress_enabled(args))
+        results["legacy loop"] = _legacy_patches(obj, legacy_offsets, N, c, progress_enabled(args), order)
     seconds["legacy loop"] = t.seconds
     return results, seconds
 
 
-def _legacy_patches(obj: np.ndarray, offsets: np.ndarray, N: int, c: int, progress: bool) -> np.ndarray:
+def _legacy_patches(obj: np.ndarray, offsets: np.ndarray, N: int, c: int, progress: bool,
+                    order: str = "compiled") -> np.ndarray:
     """PtychoPINN's per-patch loop on (B, 1, 2, c) offsets, a few groups per call for progress."""
     import tensorflow as tf
 
@@ -179,5 +210,6 @@ def _legacy_patches(obj: np.ndarray, offsets: np.ndarray, N: int, c: int, progre
     for start in chunks:
         part = offsets[start : start + step]
         flat = _channel_to_flat(tf.convert_to_tensor(part))
-        parts.append(np.asarray(_get_image_patches_iterative(gt_padded, flat, N, part.shape[0], c)))
+        parts.append(np.asarray(_get_image_patches_iterative(gt_padded, flat, N, part.shape[0], c,
+                                                             evaluation=order, full_precision=True)))
     return np.concatenate(parts, axis=0)
