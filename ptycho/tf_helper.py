@@ -121,6 +121,11 @@ def translate_core(images: Any, translations: Any, interpolation: str = "bilinea
 def _reassembly_inputs(obj_tensor: Any, global_offsets: Any, chunk_size: Any) -> tuple:
     """(patches (P, N, N) complex64, recentred offsets (P, 2) float32), as PtychoPINN forms them."""
     _validate.positive_int(chunk_size, "chunk_size")
+    if not tf.executing_eagerly():
+        raise InputError(
+            "shift_and_sum and reassemble_position run eagerly (under tf.GradientTape, not inside "
+            "tf.function): the canvas side M + 2*pad depends on the values of global_offsets"
+        )
     obj = to_tensor(obj_tensor, "obj_tensor", "a 4-D complex tensor (P, N, N, 1)")
     if obj.shape.rank != 4 or obj.shape[-1] != 1:
         raise InputError(f"obj_tensor must be 4-D (P, N, N, 1), got shape {tuple(obj.shape)}")

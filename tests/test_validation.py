@@ -693,6 +693,12 @@ def _cases() -> list[BadInput]:
     add("rp-m-zero", rp, "M=0", lambda: _reassemble(M=0), ValueError, "M", "positive integer", "0", needs=tf)
     add("rp-m-float", rp, "M=10.0", lambda: _reassemble(M=10.0), TypeError, "M", "float 10.0", needs=tf)
     add("rp-chunk-zero", rp, "chunk_size=0", lambda: _reassemble(chunk_size=0), ValueError, "chunk_size", "0", needs=tf)
+    def _reassemble_in_graph() -> Any:
+        import tensorflow as tf_
+
+        return tf_.function(lambda: _reassemble(), autograph=False)()
+
+    add("rp-in-tf-function", rp, "called inside tf.function (graph mode)", _reassemble_in_graph, ValueError, "eagerly", "tf.function", "global_offsets", needs=tf)
     add("rp-evaluation", ss, "evaluation='fast'", lambda: _reassemble(op="shift_and_sum", evaluation="fast"), ValueError, "evaluation", "'fast'", needs=tf)
     add("pp-pos-nan", pp, "a NaN position", lambda: _place(positions=_with(POS, (1, 0), np.nan)), ValueError, "positions", "finite", "nan", "(1, 0)")
     add("pp-pos-inf-jax", f"{pp}(backend='jax')", "an infinite position", lambda: _place(positions=_with(POS, (0, 1), np.inf), backend="jax"), ValueError, "positions", "finite", "inf", needs=("jax",))
