@@ -12,7 +12,9 @@ over many positions, each cutting the positions into chunks of whole groups:
   chunks of positions, computed by any Dask scheduler (threads, a
   ``LocalCluster``, or an existing ``dask.distributed`` cluster);
 - :func:`sharded_extract_patches` -- JAX, the positions sharded across all
-  visible devices, the object replicated.
+  visible devices, the object replicated;
+- :func:`stitch_zarr` -- the other direction: the normalised stitch of a
+  grouped Zarr store, per-block canvases summed by a tree reduction on Dask.
 
 Importing this package is cheap: Zarr, Dask and JAX are imported by the
 function that needs them (install them with ``pip install 'ptycho[scale]'``;
@@ -30,6 +32,7 @@ __all__ = [
     "dask_extract_patches",
     "grouped_with_dask",
     "sharded_extract_patches",
+    "stitch_zarr",
 ]
 
 #: public name -> submodule that defines it (imported on first access)
@@ -39,6 +42,7 @@ _LAZY = {
     "dask_extract_patches": "ptycho.scale.dask_engine",
     "grouped_with_dask": "ptycho.scale.dask_engine",
     "sharded_extract_patches": "ptycho.scale.sharding",
+    "stitch_zarr": "ptycho.scale.stitching",
 }
 
 
