@@ -209,3 +209,16 @@ def test_cli_writes_s3_outputs_equal_to_the_npz(s3, tmp_path, capsys, workers):
     # --storage-option reaches s3fs (here: the endpoint, given explicitly)
     assert run("extract", scan, "-o", url, *grouping, "--overwrite", "--storage-option", f"endpoint_url={s3}") == 0
     np.testing.assert_array_equal(zarr.open_group(url, mode="r")["Y"][...], load_grouped(npz)["Y"])
+
+
+def test_stitch_reads_an_s3_store_on_the_workers(s3, client, tmp_path):
+    from ptycho.scale import stitch_zarr
+
+    raw = _raw()
+    url = f"s3://{BUCKET}/stitch.zarr"
+    grouped_to_zarr(raw, url, N=N, batch_size=12, overwrite=True, **GROUPING)
+    grouped_to_zarr(raw, tmp_path / "stitch.zarr", N=N, batch_size=12, **GROUPING)
+    remote = stitch_zarr(url, client=client, split_every=3)
+    local = stitch_zarr(tmp_path / "stitch.zarr", split_every=3)
+    np.testing.assert_array_equal(remote["object"], local["object"])
+    np.testing.assert_array_equal(remote["coverage"], local["coverage"])
