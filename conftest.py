@@ -130,4 +130,9 @@ def gpu_platforms() -> tuple[str, ...]:
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None and not gpu_platforms():
-        pytest.skip("needs a visible GPU (JAX CUDA, CuPy or PyTorch CUDA)")
+        from ptycho.testing import demanded_device
+
+        if demanded_device() == "gpu":
+            pytest.fail("PTYCHO_TEST_DEVICE=gpu demands the GPU cells, but no GPU is visible "
+                        "(JAX CUDA, CuPy or PyTorch CUDA)")
+        pytest.skip("needs a visible GPU (JAX CUDA, CuPy or PyTorch CUDA); PTYCHO_TEST_DEVICE=gpu demands it")

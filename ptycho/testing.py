@@ -40,6 +40,7 @@ __all__ = [
     "assert_close",
     "scipy_patches",
     "demanded_backends",
+    "demanded_device",
     "require_backend",
 ]
 
@@ -291,3 +292,15 @@ def require_extra(name: str, module: Optional[str] = None) -> Any:
 
 
 __all__ += ["TEST_EXTRAS", "demanded_extras", "extra_installed", "require_extra"]
+
+
+def demanded_device(environ: Optional[dict] = None) -> str:
+    """``PTYCHO_TEST_DEVICE`` (``cpu``, the default, or ``gpu``): where the device cells must run.
+
+    ``gpu`` demands the cells marked ``gpu`` (SciPy's ``SCIPY_DEVICE``): without
+    a visible GPU they fail instead of skipping.
+    """
+    value = (os.environ if environ is None else environ).get("PTYCHO_TEST_DEVICE", "cpu").strip().lower() or "cpu"
+    if value not in ("cpu", "gpu"):
+        raise ValueError(f"PTYCHO_TEST_DEVICE must be 'cpu' or 'gpu', got {value!r}")
+    return value

@@ -54,24 +54,36 @@ def _resolve_setting(explicit: Any, model: Any, field: str, default: Any = None)
     return params.get(field, default)
 
 
-def _object_2d(gt_image: Any) -> np.ndarray:
-    """Accept (H, W), (H, W, 1), (1, H, W) or (1, H, W, 1); return (H, W)."""
+def _squeezed_2d(shape: tuple) -> tuple:
+    """(H, W) of an object of ``shape`` (H, W), (H, W, 1), (1, H, W) or (1, H, W, 1)."""
+    if len(shape) == 4 and shape[0] == 1 and shape[3] == 1:
+        return shape[1:3]
+    if len(shape) == 3 and shape[2] == 1:
+        return shape[:2]
+    if len(shape) == 3 and shape[0] == 1:
+        return shape[1:]
+    if len(shape) == 2:
+        return shape
+    raise InputError(f"gt_image must be 2-D (H, W) (or with singleton batch/channel axes), got shape {shape}")
+
+
+def _object_2d(gt_image: Any) -> Any:
+    """Accept (H, W), (H, W, 1), (1, H, W) or (1, H, W, 1); return (H, W).
+
+    A tf.Tensor stays where it lives (checked by shape and dtype, reshaped on
+    its device); anything else becomes a checked NumPy array.
+    """
     if gt_image is None:
         raise InputTypeError("gt_image must be a 2-D array (H, W), got None")
+    if isinstance(gt_image, tf.Tensor) and tf.executing_eagerly():
+        dtype = np.dtype(gt_image.dtype.as_numpy_dtype)
+        shape = _squeezed_2d(tuple(gt_image.shape))
+        _validate.image_2d_layout(shape, dtype, "gt_image")
+        with tf.device(gt_image.device):
+            return tf.reshape(gt_image, shape)
     arr = _validate.to_numpy(gt_image, "gt_image")
     _validate.numeric_dtype(arr, "gt_image")
-    squeezed = arr
-    if squeezed.ndim == 4 and squeezed.shape[0] == 1 and squeezed.shape[3] == 1:
-        squeezed = squeezed[0, :, :, 0]
-    elif squeezed.ndim == 3 and squeezed.shape[2] == 1:
-        squeezed = squeezed[:, :, 0]
-    elif squeezed.ndim == 3 and squeezed.shape[0] == 1:
-        squeezed = squeezed[0]
-    if squeezed.ndim != 2:
-        raise InputError(
-            f"gt_image must be 2-D (H, W) (or with singleton batch/channel axes), got shape {arr.shape}"
-        )
-    return _validate.image_2d(squeezed, "gt_image")
+    return _validate.image_2d(arr.reshape(_squeezed_2d(arr.shape)), "gt_image")
 
 
 def _offsets(global_offsets: Any, local_offsets: Any, c: int, real_dtype: Any = None) -> np.ndarray:
@@ -174,13 +186,15 @@ def get_image_patches(
 
     obj = _object_2d(gt_image)
     cdtype, rdtype = _validate.working_dtypes(obj.dtype)
+    device = obj.device if isinstance(obj, tf.Tensor) else None  # None: TF's default device
     offset_dtype = rdtype if full_precision else np.dtype(np.float32)
     offsets = _offsets(global_offsets, local_offsets, c, real_dtype=offset_dtype)
     B = offsets.shape[0]
 
-    gt_padded = pad(tf.convert_to_tensor(obj.astype(cdtype, copy=False)[None, :, :, None]), N // 2)
-    # PtychoPINN rounds global + local to float32 (its offsets are float32)
-    offsets_f = _channel_to_flat(tf.convert_to_tensor(offsets.astype(offset_dtype)))  # (B*c, 1, 2, 1)
+    with _tf.on_device(device):  # on the object's device: no round trip through the host
+        gt_padded = pad(tf.reshape(tf.cast(obj, cdtype), (1,) + tuple(obj.shape) + (1,)), N // 2)
+        # PtychoPINN rounds global + local to float32 (its offsets are float32)
+        offsets_f = _channel_to_flat(tf.convert_to_tensor(offsets.astype(offset_dtype)))  # (B*c, 1, 2, 1)
     paths = dict(evaluation=evaluation, full_precision=full_precision)
     if use_batched:
         return _get_image_patches_batched(gt_padded, offsets_f, N, B, c, mini_batch_size=batch_size, **paths)
@@ -249,14 +263,15 @@ def _get_image_patches_iterative(
     translations = _flat_translations(offsets_f, B * c, full_precision)
     if B * c == 0:
         return _as_legacy_dtype(tf.zeros((0, N, N, c), dtype=gt_padded.dtype), full_precision)
-    patches = []
-    for i in range(B * c):
-        # the full padded image, as PtychoPINN's loop
-        shifted = translate(gt_padded, translations[i : i + 1], evaluation=evaluation)
-        patches.append(shifted[0, :N, :N, 0])
-    flat = tf.stack(patches)  # (B*c, N, N)
-    out = tf.transpose(tf.reshape(flat, (B, c, N, N)), [0, 2, 3, 1])
-    return _as_legacy_dtype(out, full_precision)
+    with _tf.on_device(_tf.device_of(gt_padded)):
+        patches = []
+        for i in range(B * c):
+            # the full padded image, as PtychoPINN's loop
+            shifted = translate(gt_padded, translations[i : i + 1], evaluation=evaluation)
+            patches.append(shifted[0, :N, :N, 0])
+        flat = tf.stack(patches)  # (B*c, N, N)
+        out = tf.transpose(tf.reshape(flat, (B, c, N, N)), [0, 2, 3, 1])
+        return _as_legacy_dtype(out, full_precision)
 
 
 def _get_image_patches_batched(
@@ -293,13 +308,14 @@ def _get_image_patches_batched(
         return _as_legacy_dtype(out, full_precision)
 
     if mini_batch_size is None or mini_batch_size >= B * c:
-        return patches(translations)
+        with _tf.on_device(_tf.device_of(gt_padded)):
+            return patches(translations)
     groups_per_chunk = max(1, mini_batch_size // c)
     step = groups_per_chunk * c
     # Chunks are written in place into one buffer on the object's device (a
     # variable; reading it at the end shares its memory): peak = output + one
     # chunk, and nothing goes through the host.
-    with tf.device(gt_padded.device):
+    with _tf.on_device(_tf.device_of(gt_padded)):
         dtype = tf.complex64 if not full_precision else gt_padded.dtype
         out = tf.Variable(tf.zeros((B, N, N, c), dtype=dtype), trainable=False)
         for start, stop in chunk_bounds(B, groups_per_chunk):

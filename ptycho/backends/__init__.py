@@ -108,8 +108,14 @@ class BackendModule(Protocol):
     def precision(self, dtype: Any) -> ContextManager[Any]:
         """A context in which arrays of ``dtype`` keep their precision (JAX's x64 mode)."""
 
-    def asarray(self, x: Any, dtype: Any = None) -> Any:
-        """``x`` as a native array, on the backend's default device."""
+    def asarray(self, x: Any, dtype: Any = None, device: Any = None) -> Any:
+        """``x`` as a native array, on ``device`` (default: the backend's default device)."""
+
+    def device_of(self, x: Any) -> Any:
+        """The device native ``x`` lives on (None: unknown, traced, or the only one)."""
+
+    def on_device(self, device: Any) -> ContextManager[Any]:
+        """A context in which computations run on ``device`` (a no-op for None)."""
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A host copy of a native array."""
@@ -117,7 +123,7 @@ class BackendModule(Protocol):
     def is_native(self, x: Any) -> bool:
         """Whether ``x`` is this backend's array type."""
 
-    def fma_guard(self) -> Any:
+    def fma_guard(self, device: Any = None) -> Any:
         """A runtime 1.0 that keeps a compiler from contracting multiply-adds (None: not needed)."""
 
     def all_finite(self, x: Any) -> Optional[bool]:
@@ -255,6 +261,15 @@ def _generic_namespace(*arrays: Any) -> Any:
         ) from exc
 
 
+def _foreign_dtype(array: Any) -> np.dtype:
+    """The NumPy dtype of an array-API array of another library (torch.complex64 -> complex64)."""
+    dtype = array.dtype
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
 def _resolve(array: Any, backend: Optional[str]) -> Optional[str]:
     """The backend name to run on: ``backend``, else the owner of ``array``'s type (None: generic)."""
     return canonical_name(backend) if backend is not None else backend_of(array)
@@ -265,7 +280,8 @@ def _native_dtype(array: Any) -> np.dtype:
 
 
 def _real_rows(
-    value: Any, name: str, mod: Any, real_dtype: np.dtype, *, channels: int = 1, holding: str = "(x, y)"
+    value: Any, name: str, mod: Any, real_dtype: np.dtype, *, channels: int = 1, holding: str = "(x, y)",
+    device: Any = None,
 ) -> Any:
     """(P, 2) real coordinates as a native array of ``real_dtype``, checked where they live.
 
@@ -279,7 +295,7 @@ def _real_rows(
             arr = _validate.positions_2d(value, name, channels=channels, dtype=real_dtype)
         else:
             arr = _validate.translations_2d(value, name, dtype=real_dtype)
-        return mod.asarray(arr.astype(real_dtype, copy=False))
+        return mod.asarray(arr.astype(real_dtype, copy=False), device=device)
     shape = tuple(value.shape)
     dtype = _native_dtype(value)
     if dtype.kind == "c":
@@ -301,13 +317,26 @@ def _real_rows(
     return cast
 
 
-def _to_working(mod: Any, array: Any, native: bool, dtype: np.dtype) -> Any:
-    """``array`` as a native array of ``dtype``: a native array is cast where it lives."""
+def _to_working(mod: Any, array: Any, native: bool, dtype: np.dtype, device: Any = None) -> Any:
+    """``array`` as a native array of ``dtype``: a native array is cast where it lives,
+    host data goes to ``device`` (default: the backend's default device)."""
     if native:
         if _native_dtype(array) == dtype:
             return array
-        return mod.namespace.astype(array, getattr(mod.namespace, dtype.name))
-    return mod.asarray(np.asarray(array).astype(dtype, copy=False))
+        with mod.on_device(mod.device_of(array)):
+            return mod.namespace.astype(array, getattr(mod.namespace, dtype.name))
+    return mod.asarray(np.asarray(array).astype(dtype, copy=False), device=device)
+
+
+def _home(mod: Any, *arrays: Any) -> Any:
+    """Where a computation runs: the device of the first native array among ``arrays``
+    (the image first); None -- the backend's default device -- for host input."""
+    for array in arrays:
+        if mod.is_native(array) and not isinstance(array, np.ndarray):
+            device = mod.device_of(array)
+            if device is not None:
+                return device
+    return None
 
 
 def extract_patches_grouped(
@@ -343,11 +372,14 @@ def extract_patches_grouped(
         from ptycho.backends.window import window_patches
 
         xp = _generic_namespace(image)
-        _validate.image_2d(image, "image")
+        # checked by shape and dtype where it lives (no copy; PyTorch "meta" tensors have no values)
+        _validate.image_2d_layout(tuple(image.shape), _foreign_dtype(image), "image")
         positions = _validate.positions_2d(positions, "positions", channels=channels, xp=xp)
         real = xp.float64 if image.dtype in (xp.float64, xp.complex128) else xp.float32
-        positions = xp.astype(xp.asarray(positions, device=array_api_compat.device(image)), real)
-        if not bool(xp.all(xp.isfinite(positions))):  # one flag to the host, not the positions
+        device = array_api_compat.device(image)
+        positions = xp.astype(xp.asarray(positions, device=device), real)
+        # one flag to the host, not the positions (PyTorch's "meta" device has no values to check)
+        if str(device) != "meta" and not bool(xp.all(xp.isfinite(positions))):
             _validate.finite(np.asarray(array_api_compat.to_device(positions, "cpu")), "positions")
         return window_patches(image, positions, xp=xp, **static)
 
@@ -361,10 +393,12 @@ def extract_patches_grouped(
         image = _validate.image_2d(image, "image")
         image_dtype = image.dtype
     complex_dtype, real_dtype = _validate.working_dtypes(image_dtype)
+    device = _home(mod, image, positions)
     with mod.precision(complex_dtype):
-        pos = _real_rows(positions, "positions", mod, real_dtype, channels=channels)
-        img = _to_working(mod, image, native_image, complex_dtype)
-        return compile_job(name, extract_job, **static)(img, pos, mod.fma_guard())
+        pos = _real_rows(positions, "positions", mod, real_dtype, channels=channels, device=device)
+        img = _to_working(mod, image, native_image, complex_dtype, device)
+        with mod.on_device(device):
+            return compile_job(name, extract_job, **static)(img, pos, mod.fma_guard(device))
 
 
 def extract_patches(
@@ -415,8 +449,11 @@ def extract_patches(
         interpolation=interpolation, padding=padding, evaluation=evaluation,
     )
     name = _resolve(image, backend)
-    xp = get_backend(name).namespace if name is not None else _generic_namespace(out)
-    return xp.reshape(out, tuple(out.shape)[:-1])
+    if name is None:
+        return _generic_namespace(out).reshape(out, tuple(out.shape)[:-1])
+    mod = get_backend(name)
+    with mod.on_device(mod.device_of(out)):  # the reshape runs (and the result stays) with ``out``
+        return mod.namespace.reshape(out, tuple(out.shape)[:-1])
 
 
 def translate(
@@ -498,8 +535,9 @@ def translate(
     if shape[1] == 0 or shape[2] == 0:
         raise InputError(f"{images_name} must have non-empty height and width, got shape {shape}")
     complex_dtype, real_dtype = _validate.working_dtypes(_native_dtype(images))
+    device = _home(mod, images, translations)
     with mod.precision(complex_dtype):
-        t = _real_rows(translations, translations_name, mod, real_dtype, holding="(tx, ty)")
+        t = _real_rows(translations, translations_name, mod, real_dtype, holding="(tx, ty)", device=device)
     count = t.shape[0]
     if shape[0] not in (1, count):
         raise InputError(
@@ -518,9 +556,10 @@ def translate(
                   source_origin=source_origin, evaluation=evaluation)
     with mod.precision(complex_dtype):
         if count == 0:
-            return mod.asarray(np.zeros((0,) + static["output_size"] + (channels,), dtype=complex_dtype))
-        img = _to_working(mod, images, native, complex_dtype)
-        org = None if origin is None else mod.asarray(origin)
+            return mod.asarray(np.zeros((0,) + static["output_size"] + (channels,), dtype=complex_dtype),
+                               device=device)
+        img = _to_working(mod, images, native, complex_dtype, device)
+        org = None if origin is None else mod.asarray(origin, device=device)
         return translate_validated(name, img, t, org, jit=jit, **static)
 
 
@@ -536,7 +575,9 @@ def translate_validated(
     """
     mod = get_backend(backend_name)
     fn = compile_job(backend_name, translate_job, jit=jit, **static)
-    return fn(images, translations, mod.fma_guard(), output_origin)
+    device = mod.device_of(images)
+    with mod.on_device(device):
+        return fn(images, translations, mod.fma_guard(device), output_origin)
 
 
 # Placement (the adjoint of extract_patches) lives in its own module; importing it imports no backend.

@@ -51,8 +51,29 @@ def precision(dtype: Any) -> contextlib.AbstractContextManager:
     return jax.enable_x64(True)
 
 
-def asarray(x: Any, dtype: Any = None) -> Any:
-    return jnp.asarray(x, dtype=dtype)
+def asarray(x: Any, dtype: Any = None, device: Any = None) -> Any:
+    """``x`` as a jax.Array; on ``device`` when given (an explicit transfer, allowed by
+    ``jax.transfer_guard``), else on the default device."""
+    if device is None:
+        return jnp.asarray(x, dtype=dtype)
+    if not is_native(x):
+        x = np.asarray(x, dtype=dtype)
+    elif dtype is not None:
+        x = x.astype(dtype)
+    return jax.device_put(x, device)
+
+
+def device_of(x: Any) -> Any:
+    """The one device ``x`` lives on (None: traced, or sharded over several)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    devices = x.devices()
+    return next(iter(devices)) if len(devices) == 1 else None
+
+
+def on_device(device: Any) -> contextlib.AbstractContextManager:
+    """jax.jit runs where its committed inputs live: nothing to enter."""
+    return contextlib.nullcontext()
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -63,9 +84,15 @@ def is_native(x: Any) -> bool:
     return isinstance(x, jax.Array)
 
 
-def fma_guard() -> Any:
-    """A runtime 1.0 (see ``fma_guard`` in :func:`ptycho.backends.window.translate_window`)."""
-    return jnp.ones((), dtype=jnp.float32)
+def fma_guard(device: Any = None) -> Any:
+    """A runtime 1.0 (see :func:`ptycho.backends.window.weighted_sum`), on ``device``.
+
+    Placed explicitly with the inputs: an uncommitted scalar on the default
+    device would be moved implicitly, which ``jax.transfer_guard`` forbids.
+    """
+    if device is None:
+        return jnp.ones((), dtype=jnp.float32)
+    return jax.device_put(np.ones((), dtype=np.float32), device)
 
 
 # -- placement (ptycho.backends.placement): scatter-add ------------------------------

@@ -31,8 +31,19 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     return functools.partial(fn, **static)
 
 
-def asarray(x: Any, dtype: Any = None) -> np.ndarray:
+def asarray(x: Any, dtype: Any = None, device: Any = None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
+
+
+def device_of(x: Any) -> None:
+    """NumPy has one device (the host)."""
+    return None
+
+
+def on_device(device: Any):
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -49,7 +60,7 @@ def precision(dtype: Any):
     return contextlib.nullcontext()
 
 
-def fma_guard() -> None:
+def fma_guard(device: Any = None) -> None:
     """NumPy never contracts a*b + c into an FMA: no guard needed."""
     return None
 

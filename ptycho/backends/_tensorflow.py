@@ -107,8 +107,19 @@ def precision(dtype: Any) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def asarray(x: Any, dtype: Any = None) -> tf.Tensor:
-    return tf.convert_to_tensor(x, dtype=dtype)
+def asarray(x: Any, dtype: Any = None, device: Any = None) -> tf.Tensor:
+    with on_device(device):
+        return tf.convert_to_tensor(x, dtype=dtype)
+
+
+def device_of(x: Any) -> Any:
+    """The device name of an eager tensor (None: symbolic, or not placed)."""
+    return getattr(x, "device", None) or None if tf.executing_eagerly() else None
+
+
+def on_device(device: Any) -> contextlib.AbstractContextManager:
+    """``tf.device(device)``: ops (and compiled functions) run there; no-op for None."""
+    return tf.device(device) if device else contextlib.nullcontext()
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -127,9 +138,10 @@ def all_finite(x: Any) -> Any:
         return bool(tf.reduce_all(tf.math.is_finite(x)).numpy())
 
 
-def fma_guard() -> tf.Tensor:
-    """A runtime 1.0 (see ``fma_guard`` in :func:`ptycho.backends.window.translate_window`)."""
-    return tf.ones((), dtype=tf.float32)
+def fma_guard(device: Any = None) -> tf.Tensor:
+    """A runtime 1.0 (see :func:`ptycho.backends.window.weighted_sum`), on ``device``."""
+    with on_device(device):
+        return tf.ones((), dtype=tf.float32)
 
 
 # -- placement (ptycho.backends.placement): scatter-add ------------------------------
@@ -262,14 +274,15 @@ def translate_4d(
     evaluation = _validate.evaluation(evaluation)
     static = dict(output_size=(out_h, out_w), interpolation=interpolation, channels=channels,
                   source_origin=(0, 0), evaluation=evaluation)
-    planes = []
-    for ch in range(depth):
-        source = tf.cast(images[..., ch], cdtype)  # (B, H, W)
-        # (P // channels, h, w, channels)
-        planes.append(translate_validated("tensorflow", source, t, jit=bool(use_jit), **static))
-    out = planes[0] if depth == 1 else tf.concat(planes, axis=-1)
-    if real_input:
-        out = tf.math.real(out)
-        if out.dtype != images.dtype and images.dtype.is_floating:
-            out = tf.cast(out, images.dtype)
+    with on_device(device_of(images)):  # the result lives where the images live
+        planes = []
+        for ch in range(depth):
+            source = tf.cast(images[..., ch], cdtype)  # (B, H, W)
+            # (P // channels, h, w, channels)
+            planes.append(translate_validated("tensorflow", source, t, jit=bool(use_jit), **static))
+        out = planes[0] if depth == 1 else tf.concat(planes, axis=-1)
+        if real_input:
+            out = tf.math.real(out)
+            if out.dtype != images.dtype and images.dtype.is_floating:
+                out = tf.cast(out, images.dtype)
     return out

@@ -1,0 +1,248 @@
+"""Arrays stay where they live: proxies for a second device, and GPU cells where one is visible.
+
+Without a GPU, a second device is simulated:
+
+- JAX: two host devices (``--xla_force_host_platform_device_count=2``) under
+  ``jax.transfer_guard("disallow")``, which turns any implicit transfer
+  (host round trip, move to device 0) into an error;
+- TensorFlow: two logical CPUs, and ``.device`` of every result;
+- PyTorch: the ``meta`` device, on which an array created without
+  ``device=`` (on the CPU) cannot be combined with the inputs.
+
+Both XLA set-ups must happen before the library initialises its devices, so
+they run in a fresh interpreter.  ``PTYCHO_TEST_DEVICE=gpu`` demands the GPU
+cells (a missing GPU then fails instead of skipping).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ptycho.testing import assert_close, to_numpy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script: str, env: dict) -> str:
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, **env}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+JAX_TWO_DEVICES = """
+import numpy as np, jax
+from ptycho.backends import extract_patches, extract_patches_grouped, translate
+
+assert len(jax.devices()) == 2, jax.devices()
+second = jax.devices()[1]
+rng = np.random.default_rng(0)
+for dtype in (np.complex64, np.complex128):
+    obj = (rng.standard_normal((30, 41)) + 1j * rng.standard_normal((30, 41))).astype(dtype)
+    pos = rng.uniform(-6, 45, (24, 2)).astype(np.float32)
+    with jax.enable_x64(True):
+        image = jax.device_put(obj, second)
+        positions = jax.device_put(pos, second)
+    # (slicing a committed array sends its start index from the host: done before the guard)
+    sources, first = image[None], positions[:4]
+    for evaluation in ("compiled", "plain"):
+        with jax.transfer_guard("disallow"):
+            out = extract_patches(image, positions, 8, evaluation=evaluation)
+            grouped = extract_patches_grouped(image, positions, 8, channels=4, evaluation=evaluation)
+            moved = translate(sources, -first, output_size=(8, 8), evaluation=evaluation)
+            out.block_until_ready(); grouped.block_until_ready(); moved.block_until_ready()
+        for result in (out, grouped, moved):
+            assert result.devices() == {second}, result.devices()
+        ref = extract_patches(obj, pos, 8, backend="numpy", evaluation=evaluation)
+        assert np.array_equal(np.asarray(out), ref), "values differ on the second device"
+    # host positions with a device image: the computation still runs on the image's device
+    out = extract_patches(image, pos, 8)
+    assert out.devices() == {second}, out.devices()
+print("ok")
+"""
+
+
+def test_jax_second_device_under_transfer_guard(jax):
+    out = _run(JAX_TWO_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"})
+    assert out.strip().endswith("ok")
+
+
+TF_TWO_DEVICES = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from ptycho.backends import extract_patches
+from ptycho.config.config import ModelConfig
+from ptycho.raw_data import get_image_patches
+from ptycho.tf_helper import translate
+
+rng = np.random.default_rng(1)
+obj = (rng.standard_normal((30, 41)) + 1j * rng.standard_normal((30, 41))).astype(np.complex64)
+pos = rng.uniform(-6, 45, (24, 2)).astype(np.float32)
+with tf.device("/CPU:1"):
+    image = tf.constant(obj)
+    positions = tf.constant(pos)
+    padded = tf.constant(obj[None, :, :, None])
+
+def on_second(t):
+    assert t.device.endswith("CPU:1"), t.device
+
+out = extract_patches(image, positions, 8)
+on_second(out)
+assert np.array_equal(out.numpy(), extract_patches(obj, pos, 8, backend="numpy"))
+
+moved = translate(padded, -pos[:5], output_size=(8, 8))
+on_second(moved)
+
+glob = pos.reshape(6, 4, 2).transpose(0, 2, 1)[:, None]          # (B, 1, 2, c)
+loc = np.zeros_like(glob)
+whole = get_image_patches(obj, glob, loc, N=8, gridsize=2)
+for size in (None, 8):
+    config = ModelConfig(N=8, gridsize=2, patch_extraction_batch_size=size)
+    Y = get_image_patches(image, glob, loc, config=config)
+    on_second(Y)
+    assert np.array_equal(Y.numpy(), whole.numpy())
+print("ok")
+"""
+
+
+def test_tensorflow_second_logical_device(tf):
+    out = _run(TF_TWO_DEVICES, {})
+    assert out.strip().endswith("ok")
+
+
+def test_torch_meta_device_catches_host_creation():
+    """Every array the algorithm creates goes with its inputs: meta in, meta out."""
+    torch = pytest.importorskip("torch", reason="PyTorch is optional (the CI installs the CPU build)")
+    from ptycho.backends import extract_patches
+
+    image = torch.empty((20, 30), dtype=torch.complex64, device="meta")
+    positions = torch.empty((5, 2), dtype=torch.float32, device="meta")
+    for evaluation in ("compiled", "plain"):
+        out = extract_patches(image, positions, 8, evaluation=evaluation)
+        assert out.device.type == "meta" and tuple(out.shape) == (5, 8, 8)
+
+
+def test_torch_foreign_positions_are_validated():
+    torch = pytest.importorskip("torch", reason="PyTorch is optional (the CI installs the CPU build)")
+    from ptycho.backends import extract_patches
+    from ptycho.errors import InputError
+
+    image = torch.zeros((20, 30), dtype=torch.complex64)
+    with pytest.raises(InputError, match="positions must be finite"):
+        extract_patches(image, torch.tensor([[1.0, float("nan")]]), 8)
+    with pytest.raises(InputError, match="shape"):
+        extract_patches(image, torch.zeros((3, 3)), 8)
+
+
+# ---------------------------------------------------------------------------
+# Index width: int64 where int32 would wrap, never a silent clamp.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("evaluation", ["compiled", "plain"])
+def test_wide_indices_give_the_same_patches(backend, monkeypatch, evaluation):
+    """Forcing the int64 path (a tiny int32 limit) changes no bit."""
+    from ptycho.backends import extract_patches, translate, window
+
+    rng = np.random.default_rng(2)
+    obj = (rng.standard_normal((30, 41)) + 1j * rng.standard_normal((30, 41))).astype(np.complex64)
+    pos = rng.uniform(-6, 45, (12, 2))
+    sources = np.stack([obj, obj[::-1], obj * 2j])
+    narrow = to_numpy(extract_patches(obj, pos, 8, backend=backend.value, evaluation=evaluation))
+    narrow_many = to_numpy(translate(sources, -pos[:3], output_size=(8, 8), backend=backend.value,
+                                     evaluation=evaluation))
+    monkeypatch.setattr(window, "_INT32_MAX", 64)
+    from ptycho import backends
+
+    backends._compile_cached.cache_clear()  # recompile with the new limit
+    try:
+        wide = extract_patches(obj, pos, 8, backend=backend.value, evaluation=evaluation)
+        wide_many = translate(sources, -pos[:3], output_size=(8, 8), backend=backend.value, evaluation=evaluation)
+    finally:
+        backends._compile_cached.cache_clear()
+    assert_close(wide, narrow, backend=backend.value, exact=True)
+    assert_close(wide_many, narrow_many, backend=backend.value, exact=True)
+
+
+def test_index_width_choice():
+    import array_api_compat.numpy as xp
+
+    from ptycho.backends import window
+
+    assert window._index_dtype(2**31 - 1, xp=xp) == xp.int32
+    assert window._index_dtype(2**31, xp=xp) == xp.int64
+
+
+def test_jax_without_64_bit_indices_refuses(jax):
+    """JAX outside 64-bit mode has no int64: an index that needs it is an error, not a wrap."""
+    from ptycho.backends import get_backend, window
+    from ptycho.errors import InputError
+
+    namespace = get_backend("jax").namespace
+    with jax.enable_x64(False):
+        with pytest.raises(InputError, match="int32"):
+            window._index_dtype(2**31, xp=namespace)
+    with jax.enable_x64(True):
+        assert window._index_dtype(2**31, xp=namespace) == namespace.int64
+
+
+# ---------------------------------------------------------------------------
+# GPU cells: the same extraction on a visible GPU, bit for bit (skipped elsewhere).
+# ---------------------------------------------------------------------------
+
+GPU_LIBRARIES = ("jax", "torch", "cupy")
+
+
+def _gpu_array(library: str, array: np.ndarray):
+    if library == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            pytest.skip("JAX sees no GPU")
+        with jax.enable_x64(True):
+            return jax.device_put(array, gpus[0])
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("PyTorch sees no CUDA GPU")
+        return torch.from_numpy(array).to("cuda")
+    cupy = pytest.importorskip("cupy")
+    return cupy.asarray(array)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("evaluation", ["compiled", "plain"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["complex64", "complex128"])
+@pytest.mark.parametrize("library", GPU_LIBRARIES)
+def test_gpu_extraction_is_exact_and_stays_on_the_gpu(library, dtype, evaluation):
+    from ptycho.backends import extract_patches
+
+    rng = np.random.default_rng(3)
+    obj = (rng.standard_normal((64, 80)) + 1j * rng.standard_normal((64, 80))).astype(dtype)
+    pos = rng.uniform(-10, 90, (64, 2)).astype(np.float32 if dtype == np.complex64 else np.float64)
+    image, positions = _gpu_array(library, obj), _gpu_array(library, pos)
+    out = extract_patches(image, positions, 16, evaluation=evaluation)
+    where = str(getattr(out, "device", None) or out.devices())
+    assert "cpu" not in where.lower(), f"result left the GPU: {where}"
+    ref = extract_patches(obj, pos, 16, backend="numpy", evaluation=evaluation)
+    assert_close(to_numpy(out), ref, exact=True)
+
+
+def test_demanded_gpu_fails_without_one():
+    """PTYCHO_TEST_DEVICE=gpu turns the GPU cells from skips into failures when no GPU is visible."""
+    from ptycho.testing import demanded_device
+
+    assert demanded_device({"PTYCHO_TEST_DEVICE": "gpu"}) == "gpu"
+    assert demanded_device({}) == "cpu"
+    with pytest.raises(ValueError, match="PTYCHO_TEST_DEVICE"):
+        demanded_device({"PTYCHO_TEST_DEVICE": "tpu"})
