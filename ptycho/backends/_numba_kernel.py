@@ -1,0 +1,277 @@
+"""The NumPy backend's compiled kernel (optional: the ``fast`` extra, Numba).
+
+One per-pixel loop for the bilinear windowed translation of
+:func:`ptycho.backends.window.translate_window`, in both evaluation orders,
+writing straight into the preallocated output.  It is not a second definition
+of the math:
+
+- the sample coordinates, their floors and the clipped corner indices -- the
+  float32 rounding edges of the contract -- are computed by the window
+  module's own functions (``_sample_coordinates``, ``_border_index``) on the
+  small per-row and per-column tables ``(G, h, c)`` and ``(G, w, c)``, on
+  NumPy arrays, and only their per-pixel combination runs here;
+- per pixel the kernel evaluates the expressions of ``window.stencil`` and
+  ``window.weighted_sum`` in the same order and precision: the weights
+  ``wa = (1-wx)(1-wy)`` ... as real-dtype products, the corners at
+  ``corner_a + {0, 1, row_stride, row_stride + 1}`` of the zero-bordered
+  source, and either ``wa*Ia + wb*Ib + wc*Ic + wd*Id`` left to right
+  (``plain``) or ``fma(wd, Id, fma(wc, Ic, fma(wa, Ia, wb*Ib)))``
+  (``compiled``), with the fused multiply-add of
+  :mod:`ptycho.backends.rounding` written out for scalars: the same
+  error-free transformations, the same rounding in float64.
+
+LLVM contracts nothing here (Numba emits no ``contract`` flags without
+``fastmath``), and subnormals are kept, as in NumPy.  The kernel is tested bit
+for bit against the array-API path (``tests/test_kernels.py``).
+
+Imported only when Numba is installed (:func:`available`); ``import ptycho``
+never imports it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["available", "translate_into", "bilinear_kernel"]
+
+#: float32: the largest finite value and the overflow midpoint (exact in float64); see rounding.py.
+_FLT_MAX = float.fromhex("0x1.fffffep+127")
+_FLT_OVERFLOW = float.fromhex("0x1.ffffffp+127")
+_SPLITTER = 134217729.0
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether Numba can be imported (imports it once)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels() -> Any:
+    """Build (once) the Numba functions; cached on disk by Numba (``cache=True``)."""
+    import numba
+
+    njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+    flt_max32 = np.float32(_FLT_MAX)
+
+    @njit(inline="always")
+    def two_sum(a, b):  # noqa: ANN001, ANN202 - rounding.two_sum
+        s = a + b
+        bb = s - a
+        e = (a - (s - bb)) + (b - bb)
+        return s, e
+
+    @njit(inline="always")
+    def fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, without branches
+        q = np.float64(a) * np.float64(b)  # exact
+        s, e = two_sum(q, np.float64(c))
+        r = np.float32(s)
+        t = s - np.float64(r)
+        z = s + t
+        rz = np.float32(z)
+        # (t - t) == 0: t is finite.  Selects, not branches: the conditions are data-dependent.
+        away = (t != 0.0) & (np.float64(rz) == z) & ((t - t) == 0.0) & (e != 0.0) & ((e > 0.0) == (t > 0.0))
+        out = rz if away else r
+        at_limit = (abs(s) == _FLT_OVERFLOW) & (e != 0.0) & ((e > 0.0) != (s > 0.0))
+        limit = flt_max32 if s > 0.0 else -flt_max32
+        return limit if at_limit else out
+
+    @njit(inline="always")
+    def split(a):  # noqa: ANN001, ANN202 - rounding._split
+        p = a * _SPLITTER
+        hi = p - (p - a)
+        return hi, a - hi
+
+    @njit(inline="always")
+    def fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
+        p = a * b
+        a_hi, a_lo = split(a)
+        b_hi, b_lo = split(b)
+        ul = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+        th, tl = two_sum(c, p)
+        if not np.isfinite(th):
+            return th
+        # rounding._round_to_odd_sum(tl, ul)
+        s, e = two_sum(tl, ul)
+        magnitude = abs(s)
+        ulp = np.nextafter(magnitude, np.inf) - magnitude
+        steps = magnitude / ulp
+        if e != 0.0 and np.floor(steps * 0.5) * 2.0 == steps:
+            s = np.nextafter(s, np.inf if e > 0.0 else -np.inf)
+        return th + s
+
+    def make(fma, compiled):  # noqa: ANN001, ANN202
+        # One kernel per (dtype, order): no branch on the order in the pixel loop.  Per output
+        # row, the weights, the corners and the sums are each one loop over x on contiguous
+        # buffers, so LLVM vectorises the emulated fma (one pixel's chain of three dependent
+        # fmas would otherwise leave the core waiting on latency).
+        @njit(inline="always")
+        def row_sum(wa, wb, wc, wd, ia, ib, ic, id_, v):  # noqa: ANN001, ANN202
+            if compiled:
+                for x in range(v.shape[0]):
+                    v[x] = fma(wd[x], id_[x], fma(wc[x], ic[x], fma(wa[x], ia[x], wb[x] * ib[x])))
+            else:
+                for x in range(v.shape[0]):
+                    v[x] = wa[x] * ia[x] + wb[x] * ib[x] + wc[x] * ic[x] + wd[x] * id_[x]
+
+        @njit(parallel=True)
+        def kernel(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, out):  # noqa: ANN001, ANN202
+            groups, c, h = row0.shape
+            w = col0.shape[2]
+            for gk in numba.prange(groups * c):
+                g = gk // c
+                k = gk - g * c
+                offset = base[gk]
+                ox, tx, cols = one_wx[g, k], wx[g, k], col0[g, k]
+                wa = np.empty_like(ox)
+                wb = np.empty_like(ox)
+                wc = np.empty_like(ox)
+                wd = np.empty_like(ox)
+                corners = np.empty((8, w), dtype=ox.dtype)
+                vr = np.empty_like(ox)
+                vi = np.empty_like(ox)
+                # Columns one apart (the usual case away from the zero fill and float32 edges):
+                # each corner row is a contiguous run of the source, copied, not gathered.
+                contiguous = True
+                for x in range(w):
+                    if cols[x] != cols[0] + x:
+                        contiguous = False
+                for y in range(h):
+                    row = offset + row0[g, k, y] * row_stride
+                    oy, ty = one_wy[g, k, y], wy[g, k, y]
+                    for x in range(w):
+                        wa[x] = ox[x] * oy
+                        wb[x] = tx[x] * oy
+                        wc[x] = ox[x] * ty
+                        wd[x] = tx[x] * ty
+                    if contiguous:
+                        a = row + cols[0]
+                        cc = a + row_stride
+                        corners[0] = re[a:a + w]
+                        corners[1] = re[a + 1:a + 1 + w]
+                        corners[2] = re[cc:cc + w]
+                        corners[3] = re[cc + 1:cc + 1 + w]
+                        corners[4] = im[a:a + w]
+                        corners[5] = im[a + 1:a + 1 + w]
+                        corners[6] = im[cc:cc + w]
+                        corners[7] = im[cc + 1:cc + 1 + w]
+                    else:
+                        for x in range(w):
+                            a = row + cols[x]
+                            cc = a + row_stride
+                            corners[0, x] = re[a]
+                            corners[1, x] = re[a + 1]
+                            corners[2, x] = re[cc]
+                            corners[3, x] = re[cc + 1]
+                            corners[4, x] = im[a]
+                            corners[5, x] = im[a + 1]
+                            corners[6, x] = im[cc]
+                            corners[7, x] = im[cc + 1]
+                    row_sum(wa, wb, wc, wd, corners[0], corners[1], corners[2], corners[3], vr)
+                    row_sum(wa, wb, wc, wd, corners[4], corners[5], corners[6], corners[7], vi)
+                    for x in range(w):
+                        out[g, y, x, k, 0] = vr[x]
+                        out[g, y, x, k, 1] = vi[x]
+
+        return kernel
+
+    return {
+        (np.dtype(np.float32), True): make(fma32, True),
+        (np.dtype(np.float32), False): make(fma32, False),
+        (np.dtype(np.float64), True): make(fma64, True),
+        (np.dtype(np.float64), False): make(fma64, False),
+        "fma32": fma32,
+        "fma64": fma64,
+    }
+
+
+def bilinear_kernel(real_dtype: Any, evaluation: str) -> Any:
+    """The compiled per-pixel kernel for ``real_dtype`` (float32 or float64) and an evaluation order."""
+    return _kernels()[np.dtype(real_dtype), evaluation == "compiled"]
+
+
+def scalar_fma(real_dtype: Any) -> Any:
+    """The kernel's scalar fused multiply-add for ``real_dtype`` (for tests)."""
+    return _kernels()["fma32" if np.dtype(real_dtype) == np.float32 else "fma64"]
+
+
+def translate_into(
+    images: np.ndarray,
+    translations: np.ndarray,
+    *,
+    output_size: tuple,
+    source_origin: tuple = (0, 0),
+    output_origin: Optional[np.ndarray] = None,
+    channels: int = 1,
+    evaluation: str = "compiled",
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """:func:`ptycho.backends.window.translate_window` (bilinear) by the kernel, into ``out``.
+
+    Same arguments and result, bit for bit: ``images`` (S, H, W) complex
+    (S = 1 or P), ``translations`` (P, 2) in the real dtype; the result
+    (P // c, h, w, c) is written into ``out`` when given (a C-contiguous array
+    of that shape and the complex dtype), else into a new array.
+    """
+    import array_api_compat.numpy as xp
+
+    from ptycho.backends.window import BORDER, _border_index, _index_dtype, _sample_coordinates, zero_border
+
+    n_src, src_h, src_w = images.shape
+    out_h, out_w = (int(v) for v in output_size)
+    real = np.dtype(np.float64) if images.dtype in (np.complex128, np.float64) else np.dtype(np.float32)
+    cdtype = np.dtype(np.complex128) if real == np.float64 else np.dtype(np.complex64)
+    count = translations.shape[0]
+    groups = count // channels
+    shape = (groups, out_h, out_w, channels)
+    if out is not None and (out.shape != shape or out.dtype != cdtype or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous {cdtype} array of shape {shape}")
+    if count == 0:
+        return np.empty(shape, cdtype) if out is None else out
+    if images.dtype != cdtype:
+        images = images.astype(cdtype)
+    flat_re = np.ascontiguousarray(zero_border(np.ascontiguousarray(images.real), xp=xp).reshape(-1))
+    flat_im = np.ascontiguousarray(zero_border(np.ascontiguousarray(images.imag), xp=xp).reshape(-1))
+    t = np.asarray(translations).astype(real, copy=False)
+    origin = None if output_origin is None else np.asarray(output_origin)
+    # The window module's coordinates: sx (G, 1, w, c), sy (G, h, 1, c), then stencil's steps.
+    sx, sy = _sample_coordinates(t, output_size=(out_h, out_w), output_origin=origin, channels=channels, xp=xp)
+    row_stride = src_w + 2 * BORDER
+    plane = (src_h + 2 * BORDER) * row_stride
+    index_dtype = _index_dtype(plane * max(1, n_src), xp=xp)
+    x0 = np.floor(sx)
+    y0 = np.floor(sy)
+    wx = sx - x0
+    wy = sy - y0
+    col0 = _border_index(x0, source_origin[1], src_w, xp=xp, dtype=index_dtype)
+    row0 = _border_index(y0, source_origin[0], src_h, xp=xp, dtype=index_dtype)
+    one_wx = 1 - wx
+    one_wy = 1 - wy
+
+    def rows(a: np.ndarray, dtype: Any) -> np.ndarray:  # (G, h, 1, c) -> (G, c, h)
+        return np.ascontiguousarray(np.transpose(a.reshape(groups, out_h, channels), (0, 2, 1)), dtype=dtype)
+
+    def cols(a: np.ndarray, dtype: Any) -> np.ndarray:  # (G, 1, w, c) -> (G, c, w)
+        return np.ascontiguousarray(np.transpose(a.reshape(groups, out_w, channels), (0, 2, 1)), dtype=dtype)
+
+    if n_src == 1:
+        base = np.zeros(count, np.int64)
+    else:
+        base = np.arange(count, dtype=np.int64) * plane
+    tables = (
+        rows(row0, np.int64), rows(one_wy, real), rows(wy, real),
+        cols(col0, np.int64), cols(one_wx, real), cols(wx, real),
+    )
+    del sx, sy, x0, y0, wx, wy, col0, row0, one_wx, one_wy
+    if out is None:  # allocated after the tables' temporaries are gone: peak = output + tables
+        out = np.empty(shape, cdtype)
+    kernel = bilinear_kernel(real, evaluation)
+    kernel(flat_re, flat_im, base, *tables, np.int64(row_stride), out.view(real).reshape(shape + (2,)))
+    return out
