@@ -104,7 +104,8 @@ def test_the_client_receives_chunk_ids_only(tmp_path, client):
         client.unregister_scheduler_plugin(plugin.name)
     chunk_results = {k: v for k, v in sizes.items() if "ptycho-zarr-chunk" in k}
     assert len(chunk_results) == 10
-    assert max(chunk_results.values()) < 100 < block_bytes
+    # (chunk id, stored flag): ~100 bytes as Dask sizes it, against 100 kB for the block of patches
+    assert max(chunk_results.values()) < 1000 < block_bytes
 
 
 def test_a_store_in_memory_is_refused_on_a_cluster(client):
