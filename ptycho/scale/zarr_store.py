@@ -467,7 +467,8 @@ def _write_on_cluster(
 ) -> None:
     """Run one :func:`_write_chunk` task per chunk in ``todo`` on ``client``'s cluster.
 
-    The client receives chunk ids only.  Each batch of ids that comes back is
+    The client receives ``(chunk id, stored)`` pairs only, never patches.
+    Each batch of ids that comes back is
     checked (every chunk a worker stored must be visible here: workers that
     write to another filesystem than this process are refused, before their
     chunks are recorded) and added to ``completed_chunks`` (one small
