@@ -24,182 +24,226 @@ LLVM contracts nothing here (Numba emits no ``contract`` flags without
 ``fastmath``), and subnormals are kept, as in NumPy.  The kernel is tested bit
 for bit against the array-API path (``tests/test_kernels.py``).
 
-Imported only when Numba is installed (:func:`available`); ``import ptycho``
-never imports it.
+Importing this module imports Numba: the NumPy backend imports it only when
+``numba`` is installed (``ptycho.backends._numpy.selected_kernel``), so
+``import ptycho`` never does.  The kernel is compiled once per real dtype on
+first use and cached on disk by Numba (``cache=True``: ``__pycache__`` next to
+this file, or Numba's user cache directory when that is read-only).  It releases
+the GIL; a call runs on a few threads, each on its own range of patches.
 """
 
 from __future__ import annotations
 
-import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
+import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-__all__ = ["available", "translate_into", "bilinear_kernel"]
+__all__ = ["translate_into", "scalar_fma", "threads"]
 
 #: float32: the largest finite value and the overflow midpoint (exact in float64); see rounding.py.
 _FLT_MAX = float.fromhex("0x1.fffffep+127")
 _FLT_OVERFLOW = float.fromhex("0x1.ffffffp+127")
+_FLT_MAX32 = np.float32(_FLT_MAX)
 _SPLITTER = 134217729.0
 
-
-@functools.lru_cache(maxsize=None)
-def available() -> bool:
-    """Whether Numba can be imported (imports it once)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_inline = _jit  # LLVM inlines these small functions
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels() -> Any:
-    """Build (once) the Numba functions; cached on disk by Numba (``cache=True``)."""
-    import numba
+@_inline
+def _two_sum(a, b):  # noqa: ANN001, ANN202 - rounding.two_sum
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
 
-    njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
-    flt_max32 = np.float32(_FLT_MAX)
 
-    @njit(inline="always")
-    def two_sum(a, b):  # noqa: ANN001, ANN202 - rounding.two_sum
-        s = a + b
-        bb = s - a
-        e = (a - (s - bb)) + (b - bb)
-        return s, e
+@_inline
+def _fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, without branches
+    q = np.float64(a) * np.float64(b)  # exact
+    s, e = _two_sum(q, np.float64(c))
+    r = np.float32(s)
+    t = s - np.float64(r)
+    z = s + t
+    rz = np.float32(z)
+    # (t - t) == 0: t is finite.  Selects, not branches: the conditions are data-dependent.
+    away = (t != 0.0) & (np.float64(rz) == z) & ((t - t) == 0.0) & (e != 0.0) & ((e > 0.0) == (t > 0.0))
+    out = rz if away else r
+    at_limit = (abs(s) == _FLT_OVERFLOW) & (e != 0.0) & ((e > 0.0) != (s > 0.0))
+    limit = _FLT_MAX32 if s > 0.0 else -_FLT_MAX32
+    return limit if at_limit else out
 
-    @njit(inline="always")
-    def fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, without branches
-        q = np.float64(a) * np.float64(b)  # exact
-        s, e = two_sum(q, np.float64(c))
-        r = np.float32(s)
-        t = s - np.float64(r)
-        z = s + t
-        rz = np.float32(z)
-        # (t - t) == 0: t is finite.  Selects, not branches: the conditions are data-dependent.
-        away = (t != 0.0) & (np.float64(rz) == z) & ((t - t) == 0.0) & (e != 0.0) & ((e > 0.0) == (t > 0.0))
-        out = rz if away else r
-        at_limit = (abs(s) == _FLT_OVERFLOW) & (e != 0.0) & ((e > 0.0) != (s > 0.0))
-        limit = flt_max32 if s > 0.0 else -flt_max32
-        return limit if at_limit else out
 
-    @njit(inline="always")
-    def split(a):  # noqa: ANN001, ANN202 - rounding._split
-        p = a * _SPLITTER
-        hi = p - (p - a)
-        return hi, a - hi
+@_inline
+def _split(a):  # noqa: ANN001, ANN202 - rounding._split
+    p = a * _SPLITTER
+    hi = p - (p - a)
+    return hi, a - hi
 
-    @njit(inline="always")
-    def fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
-        p = a * b
-        a_hi, a_lo = split(a)
-        b_hi, b_lo = split(b)
-        ul = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-        th, tl = two_sum(c, p)
-        if not np.isfinite(th):
-            return th
-        # rounding._round_to_odd_sum(tl, ul)
-        s, e = two_sum(tl, ul)
-        magnitude = abs(s)
-        ulp = np.nextafter(magnitude, np.inf) - magnitude
-        steps = magnitude / ulp
-        if e != 0.0 and np.floor(steps * 0.5) * 2.0 == steps:
-            s = np.nextafter(s, np.inf if e > 0.0 else -np.inf)
-        return th + s
 
-    def make(fma, compiled):  # noqa: ANN001, ANN202
-        # One kernel per (dtype, order): no branch on the order in the pixel loop.  Per output
-        # row, the weights, the corners and the sums are each one loop over x on contiguous
-        # buffers, so LLVM vectorises the emulated fma (one pixel's chain of three dependent
-        # fmas would otherwise leave the core waiting on latency).
-        @njit(inline="always")
-        def row_sum(wa, wb, wc, wd, ia, ib, ic, id_, v):  # noqa: ANN001, ANN202
-            if compiled:
-                for x in range(v.shape[0]):
-                    v[x] = fma(wd[x], id_[x], fma(wc[x], ic[x], fma(wa[x], ia[x], wb[x] * ib[x])))
+@_inline
+def _fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
+    p = a * b
+    a_hi, a_lo = _split(a)
+    b_hi, b_lo = _split(b)
+    ul = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    th, tl = _two_sum(c, p)
+    if not np.isfinite(th):
+        return th
+    # rounding._round_to_odd_sum(tl, ul)
+    s, e = _two_sum(tl, ul)
+    magnitude = abs(s)
+    ulp = np.nextafter(magnitude, np.inf) - magnitude
+    steps = magnitude / ulp
+    if e != 0.0 and np.floor(steps * 0.5) * 2.0 == steps:
+        s = np.nextafter(s, np.inf if e > 0.0 else -np.inf)
+    return th + s
+
+
+def _fma(a, b, c):  # noqa: ANN001, ANN202 - typed by the overload below
+    raise NotImplementedError
+
+
+@overload(_fma)
+def _fma_typed(a, b, c):  # noqa: ANN001, ANN202
+    if isinstance(a, types.Float) and a.bitwidth == 32:
+        return lambda a, b, c: _fma32(a, b, c)
+    return lambda a, b, c: _fma64(a, b, c)
+
+
+@_inline
+def _row_compiled(wa, wb, wc, wd, ia, ib, ic, id_, v):  # noqa: ANN001, ANN202 - weighted_sum "compiled"
+    for x in range(v.shape[0]):
+        v[x] = _fma(wd[x], id_[x], _fma(wc[x], ic[x], _fma(wa[x], ia[x], wb[x] * ib[x])))
+
+
+@_inline
+def _row_plain(wa, wb, wc, wd, ia, ib, ic, id_, v):  # noqa: ANN001, ANN202 - weighted_sum "plain"
+    for x in range(v.shape[0]):
+        v[x] = wa[x] * ia[x] + wb[x] * ib[x] + wc[x] * ic[x] + wd[x] * id_[x]
+
+
+@_jit
+def _bilinear(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, compiled, start, stop, out):  # noqa: ANN001, ANN202
+    """Translations ``start <= g*c + k < stop`` into ``out`` (G, h, w, c, 2).
+
+    Per output row, the weights, the corners and the sums are each one loop over
+    x on contiguous buffers, so LLVM vectorises the emulated fma (one pixel's
+    chain of three dependent fmas would otherwise leave the core waiting on
+    latency).
+    """
+    groups, c, h = row0.shape
+    w = col0.shape[2]
+    wa = np.empty(w, dtype=one_wx.dtype)
+    wb = np.empty_like(wa)
+    wc = np.empty_like(wa)
+    wd = np.empty_like(wa)
+    corners = np.empty((8, w), dtype=one_wx.dtype)
+    vr = np.empty_like(wa)
+    vi = np.empty_like(wa)
+    for gk in range(start, stop):
+        g = gk // c
+        k = gk - g * c
+        offset = base[gk]
+        ox, tx, cols = one_wx[g, k], wx[g, k], col0[g, k]
+        # Columns one apart (the usual case away from the zero fill and float32 edges):
+        # each corner row is a contiguous run of the source, copied, not gathered.
+        contiguous = True
+        for x in range(w):
+            if cols[x] != cols[0] + x:
+                contiguous = False
+        for y in range(h):
+            row = offset + row0[g, k, y] * row_stride
+            oy, ty = one_wy[g, k, y], wy[g, k, y]
+            for x in range(w):
+                wa[x] = ox[x] * oy
+                wb[x] = tx[x] * oy
+                wc[x] = ox[x] * ty
+                wd[x] = tx[x] * ty
+            if contiguous:
+                a = row + cols[0]
+                cc = a + row_stride
+                corners[0] = re[a:a + w]
+                corners[1] = re[a + 1:a + 1 + w]
+                corners[2] = re[cc:cc + w]
+                corners[3] = re[cc + 1:cc + 1 + w]
+                corners[4] = im[a:a + w]
+                corners[5] = im[a + 1:a + 1 + w]
+                corners[6] = im[cc:cc + w]
+                corners[7] = im[cc + 1:cc + 1 + w]
             else:
-                for x in range(v.shape[0]):
-                    v[x] = wa[x] * ia[x] + wb[x] * ib[x] + wc[x] * ic[x] + wd[x] * id_[x]
-
-        @njit(parallel=True)
-        def kernel(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, out):  # noqa: ANN001, ANN202
-            groups, c, h = row0.shape
-            w = col0.shape[2]
-            for gk in numba.prange(groups * c):
-                g = gk // c
-                k = gk - g * c
-                offset = base[gk]
-                ox, tx, cols = one_wx[g, k], wx[g, k], col0[g, k]
-                wa = np.empty_like(ox)
-                wb = np.empty_like(ox)
-                wc = np.empty_like(ox)
-                wd = np.empty_like(ox)
-                corners = np.empty((8, w), dtype=ox.dtype)
-                vr = np.empty_like(ox)
-                vi = np.empty_like(ox)
-                # Columns one apart (the usual case away from the zero fill and float32 edges):
-                # each corner row is a contiguous run of the source, copied, not gathered.
-                contiguous = True
                 for x in range(w):
-                    if cols[x] != cols[0] + x:
-                        contiguous = False
-                for y in range(h):
-                    row = offset + row0[g, k, y] * row_stride
-                    oy, ty = one_wy[g, k, y], wy[g, k, y]
-                    for x in range(w):
-                        wa[x] = ox[x] * oy
-                        wb[x] = tx[x] * oy
-                        wc[x] = ox[x] * ty
-                        wd[x] = tx[x] * ty
-                    if contiguous:
-                        a = row + cols[0]
-                        cc = a + row_stride
-                        corners[0] = re[a:a + w]
-                        corners[1] = re[a + 1:a + 1 + w]
-                        corners[2] = re[cc:cc + w]
-                        corners[3] = re[cc + 1:cc + 1 + w]
-                        corners[4] = im[a:a + w]
-                        corners[5] = im[a + 1:a + 1 + w]
-                        corners[6] = im[cc:cc + w]
-                        corners[7] = im[cc + 1:cc + 1 + w]
-                    else:
-                        for x in range(w):
-                            a = row + cols[x]
-                            cc = a + row_stride
-                            corners[0, x] = re[a]
-                            corners[1, x] = re[a + 1]
-                            corners[2, x] = re[cc]
-                            corners[3, x] = re[cc + 1]
-                            corners[4, x] = im[a]
-                            corners[5, x] = im[a + 1]
-                            corners[6, x] = im[cc]
-                            corners[7, x] = im[cc + 1]
-                    row_sum(wa, wb, wc, wd, corners[0], corners[1], corners[2], corners[3], vr)
-                    row_sum(wa, wb, wc, wd, corners[4], corners[5], corners[6], corners[7], vi)
-                    for x in range(w):
-                        out[g, y, x, k, 0] = vr[x]
-                        out[g, y, x, k, 1] = vi[x]
-
-        return kernel
-
-    return {
-        (np.dtype(np.float32), True): make(fma32, True),
-        (np.dtype(np.float32), False): make(fma32, False),
-        (np.dtype(np.float64), True): make(fma64, True),
-        (np.dtype(np.float64), False): make(fma64, False),
-        "fma32": fma32,
-        "fma64": fma64,
-    }
+                    a = row + cols[x]
+                    cc = a + row_stride
+                    corners[0, x] = re[a]
+                    corners[1, x] = re[a + 1]
+                    corners[2, x] = re[cc]
+                    corners[3, x] = re[cc + 1]
+                    corners[4, x] = im[a]
+                    corners[5, x] = im[a + 1]
+                    corners[6, x] = im[cc]
+                    corners[7, x] = im[cc + 1]
+            if compiled:
+                _row_compiled(wa, wb, wc, wd, corners[0], corners[1], corners[2], corners[3], vr)
+                _row_compiled(wa, wb, wc, wd, corners[4], corners[5], corners[6], corners[7], vi)
+            else:
+                _row_plain(wa, wb, wc, wd, corners[0], corners[1], corners[2], corners[3], vr)
+                _row_plain(wa, wb, wc, wd, corners[4], corners[5], corners[6], corners[7], vi)
+            for x in range(w):
+                out[g, y, x, k, 0] = vr[x]
+                out[g, y, x, k, 1] = vi[x]
 
 
-def bilinear_kernel(real_dtype: Any, evaluation: str) -> Any:
-    """The compiled per-pixel kernel for ``real_dtype`` (float32 or float64) and an evaluation order."""
-    return _kernels()[np.dtype(real_dtype), evaluation == "compiled"]
+@_jit
+def _apply_fma(a, b, c, out):  # noqa: ANN001, ANN202
+    for i in range(a.shape[0]):
+        out[i] = _fma(a[i], b[i], c[i])
 
 
-def scalar_fma(real_dtype: Any) -> Any:
-    """The kernel's scalar fused multiply-add for ``real_dtype`` (for tests)."""
-    return _kernels()["fma32" if np.dtype(real_dtype) == np.float32 else "fma64"]
+def scalar_fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The kernel's scalar fused multiply-add, elementwise over 1-D arrays of one real dtype (for tests)."""
+    out = np.empty_like(a)
+    _apply_fma(a, b, c, out)
+    return out
+
+
+def threads() -> int:
+    """Threads of one call: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _run_into(args: tuple, count: int, out: np.ndarray) -> None:
+    """The kernel over translations [0, count) into ``out``, in contiguous ranges, one per thread."""
+    global _pool, _pool_size
+    n = min(threads(), max(1, count // 4))
+    if n == 1:
+        _bilinear(*args, 0, count, out)
+        return
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ptycho-numba"), n
+        pool = _pool
+    bounds = [count * i // n for i in range(n + 1)]
+    futures = [pool.submit(_bilinear, *args, bounds[i], bounds[i + 1], out) for i in range(n)]
+    for future in futures:
+        future.result()
 
 
 def translate_into(
@@ -272,6 +316,7 @@ def translate_into(
     del sx, sy, x0, y0, wx, wy, col0, row0, one_wx, one_wy
     if out is None:  # allocated after the tables' temporaries are gone: peak = output + tables
         out = np.empty(shape, cdtype)
-    kernel = bilinear_kernel(real, evaluation)
-    kernel(flat_re, flat_im, base, *tables, np.int64(row_stride), out.view(real).reshape(shape + (2,)))
+    args = (flat_re, flat_im, base, *tables, np.int64(row_stride), evaluation == "compiled")
+    view = out.view(real).reshape(shape + (2,))
+    _run_into(args, count, view)
     return out

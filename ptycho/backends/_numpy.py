@@ -105,15 +105,23 @@ def selected_kernel() -> str:
         choice = _check_kernel(os.environ.get(KERNEL_ENV, "auto") or "auto", KERNEL_ENV)
     if choice == "array":
         return "array"
-    from ptycho.backends import _numba_kernel
-
-    if _numba_kernel.available():
+    if numba_available():
         return "numba"
     if choice == "numba":
         raise ImportError(
             f"{KERNEL_ENV}=numba (or kernel('numba')) needs the numba package: pip install 'ptycho[fast]'"
         )
     return "array"
+
+
+def numba_available() -> bool:
+    """Whether numba is installed (the ``fast`` extra); nothing is imported."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class _Layout:

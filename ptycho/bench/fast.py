@@ -1,0 +1,200 @@
+"""The benchmark's modes of issue 14: the embedded default at XLA speed, cold starts, the CLI end to end.
+
+=============== ==============================================================
+numba           the NumPy backend's Numba kernel (``ptycho[fast]``), compiled
+                order; cold = first call in a fresh process (Numba's on-disk
+                cache loaded, or the kernel compiled on a machine's first run)
+numba_plain     the same, plain order
+jax_chunked     ``jax.jit`` of ``lax.map`` over fixed chunks of groups (the
+                window algorithm per chunk), compiled order
+jax_cache       JAX jit with the persistent compilation cache already filled
+                by an earlier process (what a second CLI run pays)
+cli_tensorflow  ``ptycho-patches extract`` end to end in a fresh process
+cli_jax         (import, read, group, compile, extract, write the .npz),
+cli_numpy       the workload's object and positions as a gridsize-1 dataset
+save_floor      the floor of that job: ``np.save`` of an output of that size
+=============== ==============================================================
+
+The NumPy array-API path (chunked) is the ``numpy`` / ``numpy_plain`` modes of
+:mod:`ptycho.bench.engines`.  Compare within one run: each mode has its own
+process, so the ratios are fair on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from ptycho.bench.measure import NO_CHECK, time_calls
+from ptycho.bench.registry import register
+from ptycho.bench.workload import Job, to_flat
+
+__all__: list = []
+
+
+def _grouped(job: Job, backend: str, evaluation: str = "compiled") -> Any:
+    from ptycho.backends import extract_patches_grouped
+
+    out = extract_patches_grouped(job.obj, job.pos, job.N, channels=job.c, backend=backend, evaluation=evaluation)
+    return out.block_until_ready() if backend == "jax" else out
+
+
+def _numba(job: Job, evaluation: str) -> Dict[str, Any]:
+    from ptycho.backends import _numpy
+
+    def call() -> Any:
+        with _numpy.kernel("numba"):
+            return _grouped(job, "numpy", evaluation)
+
+    return time_calls(call, job.repeats, cold=True, check=job.check_channels)
+
+
+@register("numba", "NumPy + Numba kernel", package="numba", backend="numpy", compiled=True, order=44)
+def _numba_compiled(job: Job) -> Dict[str, Any]:
+    return _numba(job, "compiled")
+
+
+@register("numba_plain", "NumPy + Numba kernel, plain order", package="numba", backend="numpy", compiled=True,
+          order=45)
+def _numba_plain(job: Job) -> Dict[str, Any]:
+    return _numba(job, "plain")
+
+
+def _chunk_groups(groups: int, target: int) -> int:
+    """The largest divisor of ``groups`` not above ``target`` (every chunk the same shape, no padding)."""
+    best = 1
+    for d in range(1, min(groups, target) + 1):
+        if groups % d == 0:
+            best = d
+    return best
+
+
+@register("jax_chunked", "JAX jit, lax.map over chunks", package="jax", backend="jax", compiled=True, order=32)
+def _jax_chunked(job: Job) -> Dict[str, Any]:
+    import functools
+
+    import jax
+    from jax import lax
+
+    from ptycho.backends import extract_job, get_backend
+
+    mod = get_backend("jax")
+    c, groups = job.c, job.groups
+    per = _chunk_groups(groups, max(1, (1 << 20) // (job.N * job.N * c)))  # ~1 M output pixels a chunk
+    bound = functools.partial(extract_job, xp=mod.namespace, patch_size=job.N, interpolation="bilinear",
+                              channels=c, padding=job.N // 2, evaluation="compiled")
+
+    @jax.jit
+    def run(image: Any, positions: Any, guard: Any) -> Any:
+        chunks = positions.reshape(groups // per, per * c, 2)
+        out = lax.map(lambda p: bound(image, p, guard), chunks)
+        return out.reshape((groups,) + out.shape[2:])
+
+    with mod.precision(np.complex64):
+        image, positions = mod.asarray(job.obj), mod.asarray(job.pos)
+        record = time_calls(lambda: run(image, positions, mod.fma_guard()).block_until_ready(), job.repeats,
+                            cold=True, check=job.check_channels)
+    record["chunk_groups"] = per
+    return record
+
+
+@register("jax_cache", "JAX jit, persistent cache filled", package="jax", backend="jax", compiled=True, order=33)
+def _jax_cache(job: Job) -> Dict[str, Any]:
+    from ptycho.backends import _jax
+
+    directory = Path(job.spec["workdir"]) / "jax-cache"
+    if not job.spec.get("fill_cache"):
+        # An earlier process compiles and fills the cache; this one starts cold from it.
+        spec = dict(job.spec, fill_cache=True, repeats=1)
+        subprocess.run([sys.executable, "-m", "ptycho.bench", "--worker", "jax_cache", "--spec", json.dumps(spec)],
+                       check=True, capture_output=True, env=dict(os.environ, PTYCHO_JAX_CACHE="1"))
+    os.environ["PTYCHO_JAX_CACHE"] = "1"
+    _jax.enable_compilation_cache(directory)
+    if job.spec.get("fill_cache"):
+        _grouped(job, "jax")
+        return {}
+    record = time_calls(lambda: _grouped(job, "jax"), job.repeats, cold=True, check=job.check_channels)
+    record["cache_entries"] = len(list(directory.iterdir()))
+    return record
+
+
+# ---------------------------------------------------------------------------
+# The CLI end to end, and the floor of its job.
+# ---------------------------------------------------------------------------
+
+
+def _dataset(job: Job) -> Path:
+    """The workload as a PtychoPINN dataset (gridsize 1: one patch per position), written once."""
+    path = Path(job.spec["workdir"]) / f"cli-scan-{job.count}.npz"
+    if not path.exists():
+        x, y = job.pos[:, 0].astype(np.float64), job.pos[:, 1].astype(np.float64)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, xcoords=x, ycoords=y, diff3d=np.zeros((len(x), 1, 1), np.float32),
+                 probeGuess=np.ones((job.N, job.N), np.complex64), objectGuess=job.obj)
+        os.replace(tmp, path)
+    return path
+
+
+def _cli(job: Job, backend: str) -> Dict[str, Any]:
+    src = _dataset(job)
+    out = Path(job.spec["workdir"]) / f"cli-{backend}.npz"
+    cmd = [sys.executable, "-m", "ptycho", "extract", str(src), "-o", str(out), "--N", str(job.N),
+           "--backend", backend, "--overwrite", "--quiet"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    times, cpus = [], []
+    for _ in range(max(1, min(job.repeats, 3))):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        if proc.returncode:
+            raise RuntimeError(f"ptycho-patches extract failed: {proc.stderr.strip()[-500:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child (KiB on Linux)
+    with np.load(out) as data:
+        y = data["Y"]
+        diff = job.check_flat(to_flat(y, 1))
+    out.unlink()
+    return {"cold_seconds": times[0], "cold_cpu_seconds": cpus[0], "warm_seconds": float(np.median(times)),
+            "warm_cpu_seconds": float(np.median(cpus)), "warm_times": times, "cold_peak_bytes": peak,
+            "warm_peak_bytes": peak, "max_abs_diff": diff, "peak_method": "ru_maxrss (whole process)"}
+
+
+@register("cli_tensorflow", "CLI extract end to end (tensorflow)", package="tensorflow", backend="tensorflow",
+          order=60)
+def _cli_tf(job: Job) -> Dict[str, Any]:
+    return _cli(job, "tensorflow")
+
+
+@register("cli_jax", "CLI extract end to end (jax)", package="jax", backend="jax", order=61)
+def _cli_jax(job: Job) -> Dict[str, Any]:
+    return _cli(job, "jax")
+
+
+@register("cli_numpy", "CLI extract end to end (numpy)", backend="numpy", order=62)
+def _cli_numpy(job: Job) -> Dict[str, Any]:
+    return _cli(job, "numpy")
+
+
+@register("save_floor", "floor of the CLI job: np.save of Y", order=63)
+def _save_floor(job: Job) -> Dict[str, Any]:
+    path = Path(job.spec["workdir"]) / "floor.npy"
+    # Y of the CLI's gridsize-1 output: (P, N, N, 1), the same bytes as the workload's output
+    y = np.empty((job.count, job.N, job.N, 1), np.complex64)
+    y.fill(1 + 1j)
+
+    def call() -> None:
+        np.save(path, y)
+
+    record = time_calls(call, job.repeats, cold=False, check=NO_CHECK)
+    path.unlink()
+    return record
