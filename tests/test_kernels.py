@@ -337,3 +337,67 @@ def test_kernel_output_memory_is_bounded(numba_kernel):
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak <= 1.2 * out.nbytes, (peak, out.nbytes)
+
+
+# ---------------------------------------------------------------------------
+# JAX: lax.map over fixed chunks inside the program, bit for bit.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("evaluation", ORDERS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["c64", "c128"])
+@pytest.mark.parametrize("gridsize", [1, 2, 3])
+@pytest.mark.parametrize("regime", ["border", "float32-edge", "far"])
+def test_jax_chunked_equals_numpy(monkeypatch, evaluation, dtype, gridsize, regime):
+    from ptycho.testing import require_backend
+
+    require_backend("jax")
+    from ptycho.backends import _jax, compile_job
+    from ptycho.backends import _compile_cached
+
+    obj, pos, c = _case(9, dtype, regime, gridsize, groups=12)
+    monkeypatch.setattr(_jax, "CHUNK_PIXELS", 4 * 9 * 9 * c)  # chunks of 4 groups: 3 chunks
+    _compile_cached.cache_clear()
+    try:
+        got = extract_patches_grouped(obj, pos, 9, channels=c, backend="jax", evaluation=evaluation)
+    finally:
+        _compile_cached.cache_clear()
+    with _numpy.kernel("array"):
+        want = extract_patches_grouped(obj, pos, 9, channels=c, backend="numpy", evaluation=evaluation)
+    assert_bits(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("sources", ["shared", "per-translation"])
+def test_jax_chunked_translate_equals_numpy(monkeypatch, sources):
+    from ptycho.testing import require_backend
+
+    require_backend("jax")
+    from ptycho.backends import _compile_cached, _jax
+
+    rng = np.random.default_rng(10)
+    P = 12
+    images = _object(rng, (1 if sources == "shared" else P, 13, 17), np.complex64)
+    t = rng.uniform(-20, 20, (P, 2)).astype(np.float32)
+    origin = rng.integers(-5, 5, (P, 2))
+    monkeypatch.setattr(_jax, "CHUNK_PIXELS", 2 * 6 * 7 * 2)  # 2 groups of 2 a chunk
+    _compile_cached.cache_clear()
+    try:
+        for evaluation in ORDERS:
+            got = translate(images, t, output_size=(6, 7), output_origin=origin, channels=2, evaluation=evaluation,
+                            backend="jax")
+            want = translate(images, t, output_size=(6, 7), output_origin=origin, channels=2,
+                             evaluation=evaluation, backend="numpy")
+            assert_bits(np.asarray(got), want)
+    finally:
+        _compile_cached.cache_clear()
+
+
+def test_jax_chunk_groups():
+    from ptycho.testing import require_backend
+
+    require_backend("jax")
+    from ptycho.backends._jax import chunk_groups
+
+    assert chunk_groups(5000, 64) == 50
+    assert chunk_groups(30, 64) == 30
+    assert chunk_groups(4999, 64) == 4999  # prime: no chunking rather than 4999 chunks of one
+    assert chunk_groups(128, 64) == 64

@@ -37,8 +37,90 @@ namespace.int64_available = lambda: bool(jax.config.jax_enable_x64)
 
 
 def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noqa: A001
-    """``jax.jit`` with ``static`` bound as compile-time constants."""
-    return jax.jit(functools.partial(fn, **static))
+    """``jax.jit`` with ``static`` bound as compile-time constants.
+
+    The windowed jobs of :mod:`ptycho.backends` (``extract_job``,
+    ``translate_job``) are chunked inside the program: ``lax.map`` over
+    fixed-size chunks of groups (see :func:`_chunked`), so XLA keeps one
+    chunk's intermediates instead of the whole batch's.
+    """
+    bound = functools.partial(fn, **static)
+    kind = _CHUNKED_JOBS.get((getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)))
+    if kind is None:
+        return jax.jit(bound)
+    return jax.jit(_chunked(bound, kind, static))
+
+
+#: Output pixels per chunk of a windowed job (about 8 MB of complex64 output).
+CHUNK_PIXELS = 1 << 20
+
+#: (module, qualname) of the windowed jobs -> their kind.
+_CHUNKED_JOBS = {
+    ("ptycho.backends", "extract_job"): "extract",
+    ("ptycho.backends", "translate_job"): "translate",
+}
+
+
+def chunk_groups(groups: int, target: int) -> int:
+    """Groups per chunk: the largest divisor of ``groups`` not above ``target``.
+
+    Every chunk then has one shape (one program, no padding, no copy of the
+    output: the chunks' stacked results are the output, reshaped).  Returns
+    ``groups`` (no chunking) when the best divisor is below ``target // 8``
+    (a prime number of groups, say): many tiny chunks would cost more than
+    they save.
+    """
+    if groups <= target:
+        return groups
+    best = 1
+    for d in range(min(groups, target), 0, -1):
+        if groups % d == 0:
+            best = d
+            break
+    return best if best >= max(1, target // 8) else groups
+
+
+def _chunked(bound: Callable[..., Any], kind: str, static: dict) -> Callable[..., Any]:
+    """``bound`` over fixed-size chunks of groups with ``lax.map``, bit-identical to one call.
+
+    Group g of the result is computed from positions ``g*c .. g*c + c - 1``
+    only (and their sources when each translation has its own), by the same
+    expressions: the chunks' results, stacked, are the whole result.
+    """
+    channels = int(static.get("channels", 1))
+    if kind == "extract":
+        h = w = int(static["patch_size"])
+    else:
+        h, w = (int(v) for v in static["output_size"])
+
+    def run(*args: Any) -> Any:
+        args = list(args)
+        rows = args[1]
+        groups = int(rows.shape[0]) // channels
+        per = chunk_groups(groups, max(1, CHUNK_PIXELS // max(1, h * w * channels)))
+        if per >= groups:
+            return bound(*args)
+        n = groups // per
+        # per-position arguments, split into (n, per * c, ...) chunks
+        split = {1: args[1]}
+        if kind == "translate":
+            if len(args) > 3 and args[3] is not None:
+                split[3] = args[3]
+            if args[0].shape[0] != 1:
+                split[0] = args[0]
+        keys = sorted(split)
+        stacked = [jnp.reshape(split[i], (n, per * channels) + tuple(split[i].shape[1:])) for i in keys]
+
+        def one(chunk: Any) -> Any:
+            call = list(args)
+            for i, value in zip(keys, chunk):
+                call[i] = value
+            return bound(*call)
+
+        out = jax.lax.map(one, stacked)
+        return jnp.reshape(out, (groups,) + tuple(out.shape[2:]))
+
+    return run
 
 
 def precision(dtype: Any) -> contextlib.AbstractContextManager:

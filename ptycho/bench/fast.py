@@ -5,8 +5,8 @@ numba           the NumPy backend's Numba kernel (``ptycho[fast]``), compiled
                 order; cold = first call in a fresh process (Numba's on-disk
                 cache loaded, or the kernel compiled on a machine's first run)
 numba_plain     the same, plain order
-jax_chunked     ``jax.jit`` of ``lax.map`` over fixed chunks of groups (the
-                window algorithm per chunk), compiled order
+jax_whole       ``jax.jit`` of the window algorithm over the whole batch, as
+                before ``lax.map`` chunking (the ``jax`` mode is chunked now)
 jax_cache       JAX jit with the persistent compilation cache already filled
                 by an earlier process (what a second CLI run pays)
 cli_tensorflow  ``ptycho-patches extract`` end to end in a fresh process
@@ -68,42 +68,22 @@ def _numba_plain(job: Job) -> Dict[str, Any]:
     return _numba(job, "plain")
 
 
-def _chunk_groups(groups: int, target: int) -> int:
-    """The largest divisor of ``groups`` not above ``target`` (every chunk the same shape, no padding)."""
-    best = 1
-    for d in range(1, min(groups, target) + 1):
-        if groups % d == 0:
-            best = d
-    return best
-
-
-@register("jax_chunked", "JAX jit, lax.map over chunks", package="jax", backend="jax", compiled=True, order=32)
-def _jax_chunked(job: Job) -> Dict[str, Any]:
+@register("jax_whole", "JAX jit, whole batch (unchunked)", package="jax", backend="jax", compiled=True, order=32)
+def _jax_whole(job: Job) -> Dict[str, Any]:
+    """The window algorithm under one ``jax.jit`` over the whole batch (before ``lax.map`` chunking)."""
     import functools
 
     import jax
-    from jax import lax
 
     from ptycho.backends import extract_job, get_backend
 
     mod = get_backend("jax")
-    c, groups = job.c, job.groups
-    per = _chunk_groups(groups, max(1, (1 << 20) // (job.N * job.N * c)))  # ~1 M output pixels a chunk
-    bound = functools.partial(extract_job, xp=mod.namespace, patch_size=job.N, interpolation="bilinear",
-                              channels=c, padding=job.N // 2, evaluation="compiled")
-
-    @jax.jit
-    def run(image: Any, positions: Any, guard: Any) -> Any:
-        chunks = positions.reshape(groups // per, per * c, 2)
-        out = lax.map(lambda p: bound(image, p, guard), chunks)
-        return out.reshape((groups,) + out.shape[2:])
-
+    run = jax.jit(functools.partial(extract_job, xp=mod.namespace, patch_size=job.N, interpolation="bilinear",
+                                    channels=job.c, padding=job.N // 2, evaluation="compiled"))
     with mod.precision(np.complex64):
         image, positions = mod.asarray(job.obj), mod.asarray(job.pos)
-        record = time_calls(lambda: run(image, positions, mod.fma_guard()).block_until_ready(), job.repeats,
-                            cold=True, check=job.check_channels)
-    record["chunk_groups"] = per
-    return record
+        return time_calls(lambda: run(image, positions, mod.fma_guard()).block_until_ready(), job.repeats,
+                          cold=True, check=job.check_channels)
 
 
 @register("jax_cache", "JAX jit, persistent cache filled", package="jax", backend="jax", compiled=True, order=33)
