@@ -286,5 +286,3 @@ def translate_4d(
             if out.dtype != images.dtype and images.dtype.is_floating:
                 out = tf.cast(out, images.dtype)
     return out
-if not hasattr(namespace, "permute_dims"):
-    namespace.permute_dims = lambda x, axes: tf.transpose(x, axes)

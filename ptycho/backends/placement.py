@@ -73,7 +73,6 @@ __all__ = [
     "scatter_add",
     "spread_chunk",
     "window_index",
-    "window_layout",
     "place_updates_job",
     "shift_updates_job",
     "scatter_job",
@@ -203,7 +202,6 @@ def shift_windows(
     xp: Any,
     evaluation: str = "compiled",
     fma_guard: Any = None,
-    layout: str = "rows",
 ) -> Tuple[Any, Any]:
     """Each crop zero-padded by ``pad`` and translated by its offset: the window where it is non-zero.
 
@@ -221,12 +219,6 @@ def shift_windows(
         (PtychoPINN's forward translation, in ``evaluation`` order), bit for bit.
     origin : int32 array (P, 2)
         (row, col) = (floor(ty) + pad, floor(tx) + pad) of each window.
-
-    ``layout`` changes how the window is computed, never its bits: 'rows'
-    evaluates it as (P, M+1, M+1, 1), 'channels' as (1, M+1, M+1, P) (every
-    patch a channel, the patch axis innermost), then transposes.  XLA
-    vectorises the compiled order's float64 arithmetic along the innermost
-    axis: for small windows 'channels' is 2-3x faster (see :func:`window_layout`).
     """
     count, m = int(crops.shape[0]), int(crops.shape[1])
     t = offsets
@@ -234,17 +226,8 @@ def shift_windows(
     windows = translate_window(
         crops, t, output_size=(m + 1, m + 1), xp=xp, source_origin=(pad, pad),
         output_origin=origin, evaluation=evaluation, fma_guard=fma_guard,
-        channels=count if layout == "channels" else 1,
     )
-    if layout == "channels":
-        return xp.permute_dims(xp.reshape(windows, (m + 1, m + 1, count)), (2, 0, 1)), origin
     return xp.reshape(windows, (count, m + 1, m + 1)), origin
-
-
-def window_layout(M: int, evaluation: str) -> str:
-    """The faster :func:`shift_windows` layout, measured (2-core x86, XLA CPU): 'channels' for the
-    compiled order up to M + 1 = 32 (2-3x), 'rows' otherwise (the plain order; large windows)."""
-    return "channels" if evaluation == "compiled" and M + 1 <= 32 else "rows"
 
 
 def window_index(origin: Any, shape: Tuple[int, int], *, size: int, xp: Any) -> Any:
@@ -307,18 +290,15 @@ def place_updates_job(
 
 
 def shift_updates_job(
-    crops: Any, offsets: Any, fma_guard: Any, *, pad: int, evaluation: str, ones: bool, layout: str, xp: Any,
+    crops: Any, offsets: Any, fma_guard: Any, *, pad: int, evaluation: str, ones: bool, xp: Any,
 ) -> Tuple[Any, ...]:
     """Updates of one chunk of :func:`shift_and_sum`: ``(index, re, im[, ones])``, each (P, (M+1)^2)."""
     count, m = int(crops.shape[0]), int(crops.shape[1])
-    windows, origin = shift_windows(
-        crops, offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard, layout=layout,
-    )
+    windows, origin = shift_windows(crops, offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard)
     planes = [xp.real(windows), xp.imag(windows)]
     if ones:
         unit, _ = shift_windows(
-            xp.full_like(xp.real(crops), 1), offsets, pad=pad, xp=xp, evaluation=evaluation,
-            fma_guard=fma_guard, layout=layout,
+            xp.full_like(xp.real(crops), 1), offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard,
         )
         planes.append(xp.real(unit))
     index = window_index(origin, (m + 1, m + 1), size=m + 2 * pad, xp=xp)
@@ -706,7 +686,7 @@ def shift_and_sum_planes(
         canvases = _run_chunks(
             run, shift_updates_job, canvases, [crops, t], ["zeros", "copies"], [run.fma_guard()],
             step=_chunk_rows((M + 1) ** 2), ordered=run.ordered(ordered, p),
-            pad=pad, evaluation=evaluation, ones=bool(ones), layout=window_layout(M, evaluation),
+            pad=pad, evaluation=evaluation, ones=bool(ones),
         )
         return xp, tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases)
 
