@@ -5,6 +5,8 @@ numba           the NumPy backend's Numba kernel (``ptycho[fast]``), compiled
                 order; cold = first call in a fresh process (Numba's on-disk
                 cache loaded, or the kernel compiled on a machine's first run)
 numba_plain     the same, plain order
+numpy_whole     the array-API algorithm on NumPy over the whole batch at once
+                (before chunking), compiled order
 jax_whole       ``jax.jit`` of the window algorithm over the whole batch, as
                 before ``lax.map`` chunking (the ``jax`` mode is chunked now)
 jax_cache       JAX jit with the persistent compilation cache already filled
@@ -66,6 +68,18 @@ def _numba_compiled(job: Job) -> Dict[str, Any]:
           order=45)
 def _numba_plain(job: Job) -> Dict[str, Any]:
     return _numba(job, "plain")
+
+
+@register("numpy_whole", "NumPy array-API, whole batch (unchunked)", backend="numpy", count="subset_count",
+          order=42)
+def _numpy_whole(job: Job) -> Dict[str, Any]:
+    """The window algorithm on NumPy over the whole batch at once (before chunking): its temporaries."""
+    from ptycho.backends import get_backend
+    from ptycho.backends.window import window_patches
+
+    xp = get_backend("numpy").namespace
+    return time_calls(lambda: window_patches(job.obj, job.pos, job.N, xp=xp, channels=job.c), min(job.repeats, 2),
+                      cold=False, check=job.check_channels)
 
 
 @register("jax_whole", "JAX jit, whole batch (unchunked)", package="jax", backend="jax", compiled=True, order=32)
