@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ptycho.backends import Backend
-from ptycho.testing import RELATIVE_ATOL, assert_close, require_backend, to_numpy, tolerance
+from ptycho.testing import RELATIVE_ATOL, assert_close, require_backend, to_numpy
 from tests.helpers import random_object
 
 DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
