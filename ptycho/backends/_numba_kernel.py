@@ -147,39 +147,45 @@ def _bilinear(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, comp
     corners = np.empty((8, w), dtype=one_wx.dtype)
     vr = np.empty_like(wa)
     vi = np.empty_like(wa)
+    # No views of the shared arrays in this loop (a view takes a reference: an atomic on a
+    # cache line that every thread shares, which serialises the threads); only the
+    # thread's own buffers are sliced.
     for gk in range(start, stop):
         g = gk // c
         k = gk - g * c
         offset = base[gk]
-        ox, tx, cols = one_wx[g, k], wx[g, k], col0[g, k]
+        col_first = col0[g, k, 0]
         # Columns one apart (the usual case away from the zero fill and float32 edges):
         # each corner row is a contiguous run of the source, copied, not gathered.
         contiguous = True
         for x in range(w):
-            if cols[x] != cols[0] + x:
+            if col0[g, k, x] != col_first + x:
                 contiguous = False
         for y in range(h):
             row = offset + row0[g, k, y] * row_stride
             oy, ty = one_wy[g, k, y], wy[g, k, y]
             for x in range(w):
-                wa[x] = ox[x] * oy
-                wb[x] = tx[x] * oy
-                wc[x] = ox[x] * ty
-                wd[x] = tx[x] * ty
+                ox = one_wx[g, k, x]
+                tx = wx[g, k, x]
+                wa[x] = ox * oy
+                wb[x] = tx * oy
+                wc[x] = ox * ty
+                wd[x] = tx * ty
             if contiguous:
-                a = row + cols[0]
+                a = row + col_first
                 cc = a + row_stride
-                corners[0] = re[a:a + w]
-                corners[1] = re[a + 1:a + 1 + w]
-                corners[2] = re[cc:cc + w]
-                corners[3] = re[cc + 1:cc + 1 + w]
-                corners[4] = im[a:a + w]
-                corners[5] = im[a + 1:a + 1 + w]
-                corners[6] = im[cc:cc + w]
-                corners[7] = im[cc + 1:cc + 1 + w]
+                for x in range(w):
+                    corners[0, x] = re[a + x]
+                    corners[1, x] = re[a + 1 + x]
+                    corners[2, x] = re[cc + x]
+                    corners[3, x] = re[cc + 1 + x]
+                    corners[4, x] = im[a + x]
+                    corners[5, x] = im[a + 1 + x]
+                    corners[6, x] = im[cc + x]
+                    corners[7, x] = im[cc + 1 + x]
             else:
                 for x in range(w):
-                    a = row + cols[x]
+                    a = row + col0[g, k, x]
                     cc = a + row_stride
                     corners[0, x] = re[a]
                     corners[1, x] = re[a + 1]
