@@ -12,7 +12,7 @@ backend for one test.
 Extras
 ------
 A test that needs an optional extra other than a backend's -- ``plot``
-(matplotlib), ``peers`` (OpenCV), ``scale`` (Zarr, Dask, s3fs) -- calls
+(matplotlib), ``peers`` (OpenCV), ``scale`` (Zarr, Dask, s3fs), ``fast`` (Numba) -- calls
 ``require_extra("plot")`` (:mod:`ptycho.testing`): it skips, naming the
 extra, unless ``PTYCHO_TEST_EXTRAS`` (comma-separated names, or ``all``)
 demands it; then a missing extra is an error.  ``PTYCHO_TEST_SCALE=1`` is an

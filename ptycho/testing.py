@@ -225,6 +225,7 @@ TEST_EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "peers": ("cv2",),
     "scale": ("zarr", "dask", "distributed", "s3fs"),
+    "fast": ("numba",),
 }
 
 _FALSE = {"", "0", "false", "no", "off"}
