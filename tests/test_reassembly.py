@@ -92,6 +92,7 @@ def legacy_shift_and_sum(regime: str, M: int, count: int = 9, N: int = 16, ones:
 
 def legacy_reassemble_position(regime: str, M: int) -> np.ndarray:
     """PtychoPINN's ``reassemble_position`` on the legacy loop (TF's complex64 division)."""
+    require_backend(Backend.TENSORFLOW)
     import tensorflow as tf
 
     num = legacy_shift_and_sum(regime, M)[0]
@@ -226,6 +227,7 @@ def test_scipy_oracle(backend, regime, M):
 @pytest.mark.parametrize("regime", ["random", "wide"])
 def test_plain_order_matches_eager_legacy(backend, regime):
     """``evaluation='plain'`` windows equal PtychoPINN's eager translation (``use_jit=False``)."""
+    require_backend(Backend.TENSORFLOW)  # the reference is PtychoPINN's TF path
     import tensorflow as tf
 
     from ptycho import tf_helper as hh
