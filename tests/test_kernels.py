@@ -401,3 +401,18 @@ def test_jax_chunk_groups():
     assert chunk_groups(30, 64) == 30
     assert chunk_groups(4999, 64) == 4999  # prime: no chunking rather than 4999 chunks of one
     assert chunk_groups(128, 64) == 64
+
+
+def test_windowed_jobs_are_the_chunked_ones():
+    """The backends recognise the jobs they chunk (a renamed or moved job would silently run unchunked)."""
+    from ptycho.backends import compile_job, extract_job, translate_job
+
+    assert _numpy._job_name(extract_job) in _numpy._CHUNKED_JOBS
+    assert _numpy._job_name(translate_job) in _numpy._CHUNKED_JOBS
+    assert isinstance(compile_job("numpy", extract_job, patch_size=4), _numpy._Chunked)
+    try:
+        from ptycho.backends import _jax
+    except ImportError:
+        return
+    assert _jax._job_name(extract_job) in _jax._CHUNKED_JOBS
+    assert _jax._job_name(translate_job) in _jax._CHUNKED_JOBS

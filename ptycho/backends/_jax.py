@@ -45,7 +45,7 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     chunk's intermediates instead of the whole batch's.
     """
     bound = functools.partial(fn, **static)
-    kind = _CHUNKED_JOBS.get((getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)))
+    kind = _CHUNKED_JOBS.get(_job_name(fn))
     if kind is None:
         return jax.jit(bound)
     return jax.jit(_chunked(bound, kind, static))
@@ -54,11 +54,16 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
 #: Output pixels per chunk of a windowed job (about 8 MB of complex64 output).
 CHUNK_PIXELS = 1 << 20
 
-#: (module, qualname) of the windowed jobs -> their kind.
-_CHUNKED_JOBS = {
-    ("ptycho.backends", "extract_job"): "extract",
-    ("ptycho.backends", "translate_job"): "translate",
-}
+#: The windowed jobs of ptycho.backends -> their kind.
+_CHUNKED_JOBS = {"extract_job": "extract", "translate_job": "translate"}
+
+
+def _job_name(fn: Any) -> Any:
+    """``extract_job`` / ``translate_job`` for the jobs of ``ptycho.backends`` (any of its modules), else None."""
+    module = getattr(fn, "__module__", None) or ""
+    if module == "ptycho.backends" or module.startswith("ptycho.backends."):
+        return getattr(fn, "__qualname__", None)
+    return None
 
 
 def chunk_groups(groups: int, target: int) -> int:

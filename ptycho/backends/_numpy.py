@@ -38,7 +38,7 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     import functools
 
     bound = functools.partial(fn, **static)
-    layout = _CHUNKED_JOBS.get((getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)))
+    layout = _CHUNKED_JOBS.get(_job_name(fn))
     if layout is None:
         return bound
     return _Chunked(bound, layout, static)
@@ -133,11 +133,19 @@ class _Layout:
         self.kind = kind  # "extract" | "translate"
 
 
-#: (module, qualname) of the jobs that run chunked -> their argument layout.
+#: The windowed jobs of ptycho.backends that run chunked -> their argument layout.
 _CHUNKED_JOBS = {
-    ("ptycho.backends", "extract_job"): _Layout(per_position=(1,), sources=None, kind="extract"),
-    ("ptycho.backends", "translate_job"): _Layout(per_position=(1, 3), sources=0, kind="translate"),
+    "extract_job": _Layout(per_position=(1,), sources=None, kind="extract"),
+    "translate_job": _Layout(per_position=(1, 3), sources=0, kind="translate"),
 }
+
+
+def _job_name(fn: Any) -> Optional[str]:
+    """``extract_job`` / ``translate_job`` for the jobs of ``ptycho.backends`` (any of its modules), else None."""
+    module = getattr(fn, "__module__", None) or ""
+    if module == "ptycho.backends" or module.startswith("ptycho.backends."):
+        return getattr(fn, "__qualname__", None)
+    return None
 
 
 class _Chunked:
