@@ -40,9 +40,14 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     """``jax.jit`` with ``static`` bound as compile-time constants.
 
     The windowed jobs of :mod:`ptycho.backends` (``extract_job``,
-    ``translate_job``) are chunked inside the program: ``lax.map`` over
-    fixed-size chunks of groups (see :func:`_chunked`), so XLA keeps one
-    chunk's intermediates instead of the whole batch's.
+    ``translate_job``) can be chunked inside the program: ``lax.map`` over
+    fixed-size chunks of groups (see :func:`_chunked`), when
+    :data:`CHUNK_PIXELS` is positive (``PTYCHO_JAX_CHUNK_PIXELS``).  Off by
+    default, by measurement (issue 14, docs/PERFORMANCE.md): XLA already
+    fuses the whole batch into loops that keep no intermediates (peak
+    1.07x the output), and it spreads one large fusion over the CPU's
+    threads, but not the fusions inside a ``lax.map`` loop -- chunked, the
+    reference workload ran on one of two cores (2.0 s instead of 1.0 s).
     """
     bound = functools.partial(fn, **static)
     kind = _CHUNKED_JOBS.get(_job_name(fn))
@@ -51,8 +56,16 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     return jax.jit(_chunked(bound, kind, static))
 
 
-#: Output pixels per chunk of a windowed job (about 8 MB of complex64 output).
-CHUNK_PIXELS = 1 << 20
+def _chunk_pixels_default() -> int:
+    import os
+
+    text = os.environ.get("PTYCHO_JAX_CHUNK_PIXELS", "").strip()
+    return int(text) if text.isdigit() else 0
+
+
+#: Output pixels per ``lax.map`` chunk of a windowed job (0: no chunking, the default;
+#: ``PTYCHO_JAX_CHUNK_PIXELS``, e.g. 1048576 = 8 MB of complex64 output a chunk).
+CHUNK_PIXELS = _chunk_pixels_default()
 
 #: The windowed jobs of ptycho.backends -> their kind.
 _CHUNKED_JOBS = {"extract_job": "extract", "translate_job": "translate"}
@@ -102,6 +115,8 @@ def _chunked(bound: Callable[..., Any], kind: str, static: dict) -> Callable[...
         args = list(args)
         rows = args[1]
         groups = int(rows.shape[0]) // channels
+        if CHUNK_PIXELS <= 0:
+            return bound(*args)
         per = chunk_groups(groups, max(1, CHUNK_PIXELS // max(1, h * w * channels)))
         if per >= groups:
             return bound(*args)

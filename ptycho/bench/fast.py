@@ -7,8 +7,8 @@ numba           the NumPy backend's Numba kernel (``ptycho[fast]``), compiled
 numba_plain     the same, plain order
 numpy_whole     the array-API algorithm on NumPy over the whole batch at once
                 (before chunking), compiled order
-jax_whole       ``jax.jit`` of the window algorithm over the whole batch, as
-                before ``lax.map`` chunking (the ``jax`` mode is chunked now)
+jax_chunked     ``jax.jit`` of ``lax.map`` over ~8 MB chunks of output
+                (``PTYCHO_JAX_CHUNK_PIXELS``, off by default: see ``_jax.compile``)
 jax_cache       JAX jit with the persistent compilation cache already filled
                 by an earlier process (what a second CLI run pays)
 cli_tensorflow  ``ptycho-patches extract`` end to end in a fresh process
@@ -82,22 +82,16 @@ def _numpy_whole(job: Job) -> Dict[str, Any]:
                       cold=False, check=job.check_channels)
 
 
-@register("jax_whole", "JAX jit, whole batch (unchunked)", package="jax", backend="jax", compiled=True, order=32)
-def _jax_whole(job: Job) -> Dict[str, Any]:
-    """The window algorithm under one ``jax.jit`` over the whole batch (before ``lax.map`` chunking)."""
-    import functools
+@register("jax_chunked", "JAX jit, lax.map over chunks (opt-in)", package="jax", backend="jax", compiled=True,
+          order=32)
+def _jax_chunked(job: Job) -> Dict[str, Any]:
+    """``PTYCHO_JAX_CHUNK_PIXELS=1048576``: the windowed job as ``lax.map`` over ~8 MB chunks of output."""
+    from ptycho.backends import _jax
 
-    import jax
-
-    from ptycho.backends import extract_job, get_backend
-
-    mod = get_backend("jax")
-    run = jax.jit(functools.partial(extract_job, xp=mod.namespace, patch_size=job.N, interpolation="bilinear",
-                                    channels=job.c, padding=job.N // 2, evaluation="compiled"))
-    with mod.precision(np.complex64):
-        image, positions = mod.asarray(job.obj), mod.asarray(job.pos)
-        return time_calls(lambda: run(image, positions, mod.fma_guard()).block_until_ready(), job.repeats,
-                          cold=True, check=job.check_channels)
+    _jax.CHUNK_PIXELS = 1 << 20
+    record = time_calls(lambda: _grouped(job, "jax"), job.repeats, cold=True, check=job.check_channels)
+    record["chunk_groups"] = _jax.chunk_groups(job.groups, max(1, _jax.CHUNK_PIXELS // (job.N * job.N * job.c)))
+    return record
 
 
 @register("jax_cache", "JAX jit, persistent cache filled", package="jax", backend="jax", compiled=True, order=33)
