@@ -30,6 +30,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ptycho.backends._dispatch import BACKENDS, Backend, to_host
+
 __all__ = [
     "RELATIVE_ATOL",
     "EXACT",
@@ -60,16 +62,7 @@ def tolerance(reference: Any, dtype: Any) -> float:
 
 def to_numpy(x: Any) -> np.ndarray:
     """A host NumPy copy of any backend's array (tf.Tensor, jax.Array, CuPy, PyTorch)."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "numpy") and not hasattr(x, "get"):
-        try:
-            return np.asarray(x.numpy())
-        except (TypeError, RuntimeError):  # a PyTorch tensor on a GPU
-            return np.asarray(x.cpu().numpy())
-    if hasattr(x, "get"):  # CuPy
-        return np.asarray(x.get())
-    return np.asarray(x)
+    return to_host(x)
 
 
 def max_abs_diff(actual: Any, reference: Any) -> float:
@@ -181,7 +174,6 @@ def scipy_patches(image: Any, positions: Any, N: int, *, real_dtype: Any) -> np.
 
 def demanded_backends() -> set[str]:
     """Backend names that ``PTYCHO_TEST_BACKENDS`` demands (comma list, or ``all``)."""
-    from ptycho.backends import BACKENDS
 
     raw = os.environ.get("PTYCHO_TEST_BACKENDS", "").strip()
     if not raw:
@@ -204,7 +196,6 @@ def require_backend(backend: Any) -> None:
     """
     import pytest
 
-    from ptycho.backends import Backend
 
     backend = Backend(backend) if not isinstance(backend, Backend) else backend
     if backend.installed():

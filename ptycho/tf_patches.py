@@ -20,6 +20,7 @@ PtychoPINN code imports these names from :mod:`ptycho.raw_data`, the facade.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import Any, Optional
 
@@ -312,16 +313,62 @@ def _get_image_patches_batched(
             return patches(translations)
     groups_per_chunk = max(1, mini_batch_size // c)
     step = groups_per_chunk * c
-    # Chunks are written in place into one buffer on the object's device (a
-    # variable; reading it at the end shares its memory): peak = output + one
-    # chunk, and nothing goes through the host.
-    with _tf.on_device(_tf.device_of(gt_padded)):
-        dtype = tf.complex64 if not full_precision else gt_padded.dtype
-        out = tf.Variable(tf.zeros((B, N, N, c), dtype=dtype), trainable=False)
+    device = _tf.device_of(gt_padded)
+    dtype = tf.complex64 if not full_precision else gt_padded.dtype
+
+    def chunks():
+        """(start, stop, patches of groups start:stop), computed one at a time on ``device``."""
         for start, stop in chunk_bounds(B, groups_per_chunk):
             # one compiled shape: the last chunk is padded, its extra patches dropped
             chunk = pad_rows(translations[start * c : stop * c], step, xp=_tf.namespace)
-            out[start:stop].assign(patches(chunk)[: stop - start])
-        result = out.read_value()
-    del out
-    return result
+            with _tf.on_device(device):
+                yield start, stop, patches(chunk)[: stop - start]
+
+    if _assembles_on_host(device):
+        # On a CPU the device's memory is the host's: chunks are written in place
+        # into one 64-byte aligned buffer that TensorFlow then adopts without a
+        # copy (DLPack).  Peak = output + one chunk.
+        nbytes = B * N * N * c * dtype.size
+        raw = np.empty(nbytes + _TF_ALIGNMENT, dtype=np.uint8)
+        skip = -raw.ctypes.data % _TF_ALIGNMENT
+        out = raw[skip : skip + nbytes].view(dtype.as_numpy_dtype).reshape(B, N, N, c)
+        for start, stop, result in chunks():
+            out[start:stop] = np.from_dlpack(result)  # a view of the XLA result: no extra copy
+            del result
+        with _tf.on_device(device):  # labelled with the object's (logical) CPU; no copy
+            return tf.identity(_as_tensor(out))
+    # On an accelerator: one buffer on the device (a resource variable), written
+    # chunk by chunk in place; nothing goes through the host.  Reading it at the
+    # end copies it once (TensorFlow reads sliced-assigned variables by copy).
+    with _tf.on_device(device):
+        handle = tf.raw_ops.VarHandleOp(dtype=dtype, shape=(B, N, N, c), shared_name=f"ptycho_patches_{uuid.uuid4().hex}")
+        tf.raw_ops.AssignVariableOp(resource=handle, value=tf.raw_ops.Empty(shape=(B, N, N, c), dtype=dtype))
+        for start, stop, result in chunks():
+            tf.raw_ops.ResourceStridedSliceAssign(ref=handle, begin=[start, 0, 0, 0], end=[stop, N, N, c],
+                                                  strides=[1, 1, 1, 1], value=result)
+        out = tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
+        tf.raw_ops.DestroyResourceOp(resource=handle)
+    return out
+
+
+def _assembles_on_host(device: Optional[str]) -> bool:
+    """Whether chunks of ``device`` are assembled in host memory: a CPU's memory is the host's."""
+    return device is None or "CPU" in device.upper()
+
+
+#: Byte alignment TensorFlow requires of tensor buffers (Eigen's EIGEN_MAX_ALIGN_BYTES).
+_TF_ALIGNMENT = 64
+
+
+def _as_tensor(array: np.ndarray) -> tf.Tensor:
+    """Wrap a NumPy array as a tf.Tensor, without a copy when it is 64-byte aligned.
+
+    TensorFlow kernels assume aligned buffers (a misaligned DLPack import
+    aborts the process in the first strided slice), so anything else is copied.
+    """
+    if array.ctypes.data % _TF_ALIGNMENT or not array.flags.c_contiguous:
+        return tf.convert_to_tensor(array)
+    try:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    except Exception:  # pragma: no cover - a TF without DLPack import
+        return tf.convert_to_tensor(array)

@@ -43,8 +43,9 @@ def test_unknown_backend_is_value_error_listing_available():
 
 def test_missing_backend_is_import_error_naming_extra(monkeypatch):
     import ptycho.backends as backends
+    from ptycho.backends import _dispatch
 
-    monkeypatch.setattr(backends, "_installed", lambda package: package == "numpy")
+    monkeypatch.setattr(_dispatch, "_installed", lambda package: package == "numpy")
     monkeypatch.delitem(sys.modules, "ptycho.backends._jax", raising=False)
     with pytest.raises(ImportError, match=r"ptycho\[jax\]"):
         backends.get_backend("jax")

@@ -119,6 +119,23 @@ def test_tensorflow_second_logical_device(tf):
     assert out.strip().endswith("ok")
 
 
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-buffer", "device-buffer"])
+def test_chunked_tensorflow_assembly(tf, monkeypatch, on_host):
+    """Both ways of assembling chunks (CPU: an adopted host buffer; accelerators: a buffer on the device)."""
+    from ptycho import tf_patches
+    from ptycho.raw_data import _get_image_patches_batched
+    from ptycho.tf_helper import pad
+
+    monkeypatch.setattr(tf_patches, "_assembles_on_host", lambda device: on_host)
+    rng = np.random.default_rng(4)
+    obj = (rng.standard_normal((50, 60)) + 1j * rng.standard_normal((50, 60))).astype(np.complex64)
+    padded = pad(obj[None, :, :, None], 8)
+    offsets = rng.uniform(0, 50, (12, 1, 2, 1)).astype(np.float32)
+    whole = _get_image_patches_batched(padded, offsets, 16, 3, 4)
+    chunked = _get_image_patches_batched(padded, offsets, 16, 3, 4, mini_batch_size=5)
+    assert_close(chunked, whole.numpy(), backend="tensorflow", exact=True)
+
+
 def test_torch_meta_device_catches_host_creation():
     """Every array the algorithm creates goes with its inputs: meta in, meta out."""
     torch = pytest.importorskip("torch", reason="PyTorch is optional (the CI installs the CPU build)")
@@ -163,12 +180,12 @@ def test_wide_indices_give_the_same_patches(backend, monkeypatch, evaluation):
     monkeypatch.setattr(window, "_INT32_MAX", 64)
     from ptycho import backends
 
-    backends._compile_cached.cache_clear()  # recompile with the new limit
+    backends.clear_compile_cache()  # recompile with the new limit
     try:
         wide = extract_patches(obj, pos, 8, backend=backend.value, evaluation=evaluation)
         wide_many = translate(sources, -pos[:3], output_size=(8, 8), backend=backend.value, evaluation=evaluation)
     finally:
-        backends._compile_cached.cache_clear()
+        backends.clear_compile_cache()
     assert_close(wide, narrow, backend=backend.value, exact=True)
     assert_close(wide_many, narrow_many, backend=backend.value, exact=True)
 

@@ -13,19 +13,31 @@ frameworks that are already in ``sys.modules`` (the einops rule).
 
 from __future__ import annotations
 
-import enum
-import functools
-import importlib
-import importlib.util
-import sys
-import threading
-from types import ModuleType
-from typing import Any, Callable, ContextManager, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
+from ptycho.backends._dispatch import (  # noqa: F401  (the public dispatch names, re-exported)
+    BACKENDS,
+    Backend,
+    BackendModule,
+    _compile_cached,
+    available_backends,
+    backend_of,
+    canonical_name,
+    clear_compile_cache,
+    compile_job,
+    foreign_dtype,
+    generic_namespace,
+    get_backend,
+    home,
+    native_dtype,
+    real_rows,
+    resolve,
+    to_working,
+)
+from ptycho.errors import InputError, InputTypeError
 
 __all__ = [
     "Backend",
@@ -36,6 +48,7 @@ __all__ = [
     "get_backend",
     "backend_of",
     "compile_job",
+    "clear_compile_cache",
     "extract_job",
     "translate_job",
     "extract_patches",
@@ -44,164 +57,6 @@ __all__ = [
     "translate_validated",
     "place_patches",
 ]
-
-class Backend(enum.Enum):
-    """A backend of the engine; the value is its name in :func:`get_backend`.
-
-    The dispatch table is this enum: each member knows the module that
-    implements :class:`BackendModule`, the package it needs and the pip extra
-    that installs it.  Adding a backend is one member here plus one module.
-    """
-
-    NUMPY = "numpy"
-    JAX = "jax"
-    TENSORFLOW = "tensorflow"
-
-    @property
-    def module_name(self) -> str:
-        """The ``ptycho.backends`` module implementing :class:`BackendModule`."""
-        return _MODULES[self][0]
-
-    @property
-    def modname(self) -> str:
-        """The top-level package the backend needs (``numpy``, ``jax``, ``tensorflow``)."""
-        return _MODULES[self][1]
-
-    @property
-    def extra(self) -> Optional[str]:
-        """The pip extra that installs it (None: always installed)."""
-        return _MODULES[self][2]
-
-    def installed(self) -> bool:
-        """Whether its package can be imported (nothing is imported)."""
-        return _installed(self.modname)
-
-    def pytest_param(self) -> Any:
-        """``pytest.param(self, id=name)`` for parametrized test matrices."""
-        import pytest
-
-        return pytest.param(self, id=self.value)
-
-
-#: Backend -> (backend module, top-level package it needs, pip extra)
-_MODULES = {
-    Backend.NUMPY: ("ptycho.backends._numpy", "numpy", None),
-    Backend.JAX: ("ptycho.backends._jax", "jax", "jax"),
-    Backend.TENSORFLOW: ("ptycho.backends._tensorflow", "tensorflow", "tf"),
-}
-_ALIASES = {"np": "numpy", "tf": "tensorflow", "jnp": "jax", "jax.numpy": "jax"}
-
-#: Names of the backends this package knows, importable or not.
-BACKENDS = tuple(b.value for b in Backend)
-
-
-@runtime_checkable
-class BackendModule(Protocol):
-    """What a backend module (``ptycho.backends._numpy``, ``_jax``, ``_tensorflow``) provides."""
-
-    #: The array namespace the window algorithm calls (array-API functions plus ``complex``).
-    namespace: Any
-
-    def compile(self, fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:
-        """``fn`` with ``static`` bound as compile-time constants, compiled if the backend compiles."""
-
-    def precision(self, dtype: Any) -> ContextManager[Any]:
-        """A context in which arrays of ``dtype`` keep their precision (JAX's x64 mode)."""
-
-    def asarray(self, x: Any, dtype: Any = None, device: Any = None) -> Any:
-        """``x`` as a native array, on ``device`` (default: the backend's default device)."""
-
-    def device_of(self, x: Any) -> Any:
-        """The device native ``x`` lives on (None: unknown, traced, or the only one)."""
-
-    def on_device(self, device: Any) -> ContextManager[Any]:
-        """A context in which computations run on ``device`` (a no-op for None)."""
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """A host copy of a native array."""
-
-    def is_native(self, x: Any) -> bool:
-        """Whether ``x`` is this backend's array type."""
-
-    def fma_guard(self, device: Any = None) -> Any:
-        """A runtime 1.0 that keeps a compiler from contracting multiply-adds (None: not needed)."""
-
-    def all_finite(self, x: Any) -> Optional[bool]:
-        """Whether every value of native ``x`` is finite, computed where ``x`` lives.
-
-        None when it cannot be known (a traced or symbolic array).
-        """
-
-
-_import_lock = threading.Lock()
-
-
-def available_backends() -> list[str]:
-    """Names of the known backends whose library is installed (nothing is imported)."""
-    return [b.value for b in Backend if b.installed()]
-
-
-def _installed(package: str) -> bool:
-    if sys.modules.get(package) is not None:
-        return True
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def canonical_name(name: str) -> str:
-    """The backend's canonical name for ``name`` or an alias (``'tf'``, ``'np'``, ``'jnp'``)."""
-    if not isinstance(name, str):
-        raise InputTypeError(f"backend must be a string such as 'numpy', got {type(name).__name__}")
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in BACKENDS:
-        raise InputError(
-            f"backend must be one of the known backends {', '.join(BACKENDS)} "
-            f"(available here: {', '.join(available_backends()) or 'none'}), got unknown backend {name!r}"
-        )
-    return key
-
-
-def get_backend(name: str) -> ModuleType:
-    """The backend module for ``name`` ('numpy', 'jax' or 'tensorflow').
-
-    Raises
-    ------
-    ValueError
-        ``name`` is not a known backend (the message lists the available ones).
-    ImportError
-        The backend is known but its library is not installed (the message
-        names the extra to install).
-    """
-    key = canonical_name(name)
-    member = Backend(key)
-    package, extra = member.modname, member.extra
-    if not member.installed():
-        hint = f"pip install 'ptycho[{extra}]'" if extra else f"pip install {package}"
-        raise ImportError(
-            f"backend {key!r} needs the {package!r} package, which is not installed; "
-            f"install it with: {hint}"
-        )
-    # Always through import_module, never a bare sys.modules lookup: while one
-    # thread imports the backend, sys.modules already holds the module, only
-    # partly initialised; import_module waits for the import to finish.
-    with _import_lock:
-        return importlib.import_module(member.module_name)
-
-
-def backend_of(x: Any) -> Optional[str]:
-    """The backend name for array ``x``, or None for a type no backend owns.
-
-    Only frameworks already imported are checked, so this never imports one.
-    """
-    if isinstance(x, np.ndarray):
-        return "numpy"
-    for member in (Backend.TENSORFLOW, Backend.JAX):
-        if sys.modules.get(member.modname) is not None and get_backend(member.value).is_native(x):
-            return member.value
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -227,118 +82,6 @@ def translate_job(
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _compile_cached(backend_name: str, job: Callable[..., Any], static: tuple) -> Callable[..., Any]:
-    backend = get_backend(backend_name)
-    return backend.compile(job, xp=backend.namespace, **dict(static))
-
-
-def compile_job(backend_name: str, job: Callable[..., Any], *, jit: bool = True, **static: Any) -> Callable[..., Any]:
-    """``job`` compiled by a backend, with ``static`` bound as compile-time constants.
-
-    ``job(*arrays, xp=..., **static)`` is a module-level function written
-    against the array API.  Compiled functions are cached per
-    (backend, job, static), so each shape-independent program is built once:
-    ``jax.jit`` / ``tf.function(jit_compile=True)`` then cache per input shape.
-    ``jit=False`` binds the arguments without compiling (TensorFlow: runs
-    eagerly, or inside the caller's graph).
-    """
-    name = canonical_name(backend_name)
-    if not jit:
-        return functools.partial(job, xp=get_backend(name).namespace, **static)
-    return _compile_cached(name, job, tuple(sorted(static.items())))
-
-
-def _generic_namespace(*arrays: Any) -> Any:
-    """array-API namespace for arrays of a library we have no module for (CuPy, PyTorch)."""
-    import array_api_compat
-
-    try:
-        return array_api_compat.array_namespace(*arrays)
-    except TypeError as exc:
-        raise InputTypeError(
-            f"image: expected a NumPy, JAX, TensorFlow or array-API array, got {type(arrays[0]).__name__}"
-        ) from exc
-
-
-def _foreign_dtype(array: Any) -> np.dtype:
-    """The NumPy dtype of an array-API array of another library (torch.complex64 -> complex64)."""
-    dtype = array.dtype
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        return np.dtype(str(dtype).rsplit(".", 1)[-1])
-
-
-def _resolve(array: Any, backend: Optional[str]) -> Optional[str]:
-    """The backend name to run on: ``backend``, else the owner of ``array``'s type (None: generic)."""
-    return canonical_name(backend) if backend is not None else backend_of(array)
-
-
-def _native_dtype(array: Any) -> np.dtype:
-    return np.dtype(getattr(array.dtype, "as_numpy_dtype", array.dtype))
-
-
-def _real_rows(
-    value: Any, name: str, mod: Any, real_dtype: np.dtype, *, channels: int = 1, holding: str = "(x, y)",
-    device: Any = None,
-) -> Any:
-    """(P, 2) real coordinates as a native array of ``real_dtype``, checked where they live.
-
-    A native array is checked for shape and dtype without leaving its device,
-    cast there, and its values for finiteness (in ``real_dtype``: 1e39 is not
-    a float32) by a reduction on the device; only a failing check copies it
-    to the host, to name the bad value.  Other input is checked on the host.
-    """
-    if not mod.is_native(value) or isinstance(value, np.ndarray):
-        if holding == "(x, y)":
-            arr = _validate.positions_2d(value, name, channels=channels, dtype=real_dtype)
-        else:
-            arr = _validate.translations_2d(value, name, dtype=real_dtype)
-        return mod.asarray(arr.astype(real_dtype, copy=False), device=device)
-    shape = tuple(value.shape)
-    dtype = _native_dtype(value)
-    if dtype.kind == "c":
-        raise InputTypeError(f"{name} must be real {holding} pixel coordinates, got dtype {dtype}")
-    if dtype.kind not in "iuf":
-        raise InputTypeError(f"{name} must be real {holding} pixel coordinates, got dtype {dtype}")
-    if len(shape) != 2 or shape[1] != 2:
-        raise InputError(f"{name} must have shape (P, 2) holding {holding}, got shape {shape}")
-    if shape[0] is not None and shape[0] % channels:
-        raise InputError(
-            f"{name}: the number of positions must be a multiple of the channel count "
-            f"c = {channels}, got {shape[0]} positions"
-        )
-    cast = value if dtype == real_dtype else mod.namespace.astype(value, getattr(mod.namespace, real_dtype.name))
-    if mod.all_finite(cast) is False:
-        # the error path only: name the first bad value, as the host check does
-        _validate.finite(mod.to_numpy(value), name, dtype=real_dtype)
-        _validate.finite(mod.to_numpy(cast), name)
-    return cast
-
-
-def _to_working(mod: Any, array: Any, native: bool, dtype: np.dtype, device: Any = None) -> Any:
-    """``array`` as a native array of ``dtype``: a native array is cast where it lives,
-    host data goes to ``device`` (default: the backend's default device)."""
-    if native:
-        if _native_dtype(array) == dtype:
-            return array
-        with mod.on_device(mod.device_of(array)):
-            return mod.namespace.astype(array, getattr(mod.namespace, dtype.name))
-    return mod.asarray(np.asarray(array).astype(dtype, copy=False), device=device)
-
-
-def _home(mod: Any, *arrays: Any) -> Any:
-    """Where a computation runs: the device of the first native array among ``arrays``
-    (the image first); None -- the backend's default device -- for host input."""
-    for array in arrays:
-        if mod.is_native(array) and not isinstance(array, np.ndarray):
-            device = mod.device_of(array)
-            if device is not None:
-                return device
-    return None
-
-
 def extract_patches_grouped(
     image: Any,
     positions: Any,
@@ -362,7 +105,7 @@ def extract_patches_grouped(
     padding = N // 2 if padding is None else _validate.non_negative_int(padding, "padding")
     if image is None:
         _validate.image_2d(image, "image")  # raises: a clear message before dispatch
-    name = _resolve(image, backend)
+    name = resolve(image, backend)
     static = dict(patch_size=N, interpolation=interpolation, channels=channels, padding=padding,
                   evaluation=evaluation)
     if name is None:
@@ -371,9 +114,9 @@ def extract_patches_grouped(
 
         from ptycho.backends.window import window_patches
 
-        xp = _generic_namespace(image)
+        xp = generic_namespace(image)
         # checked by shape and dtype where it lives (no copy; PyTorch "meta" tensors have no values)
-        _validate.image_2d_layout(tuple(image.shape), _foreign_dtype(image), "image")
+        _validate.image_2d_layout(tuple(image.shape), foreign_dtype(image), "image")
         positions = _validate.positions_2d(positions, "positions", channels=channels, xp=xp)
         real = xp.float64 if image.dtype in (xp.float64, xp.complex128) else xp.float32
         device = array_api_compat.device(image)
@@ -387,16 +130,16 @@ def extract_patches_grouped(
     native_image = mod.is_native(image)
     if native_image:
         # check shape and dtype where the array lives: no copy to the host
-        image_dtype = _native_dtype(image)
+        image_dtype = native_dtype(image)
         _validate.image_2d_layout(image.shape, image_dtype, "image")
     else:
         image = _validate.image_2d(image, "image")
         image_dtype = image.dtype
     complex_dtype, real_dtype = _validate.working_dtypes(image_dtype)
-    device = _home(mod, image, positions)
+    device = home(mod, image, positions)
     with mod.precision(complex_dtype):
-        pos = _real_rows(positions, "positions", mod, real_dtype, channels=channels, device=device)
-        img = _to_working(mod, image, native_image, complex_dtype, device)
+        pos = real_rows(positions, "positions", mod, real_dtype, channels=channels, device=device)
+        img = to_working(mod, image, native_image, complex_dtype, device)
         with mod.on_device(device):
             return compile_job(name, extract_job, **static)(img, pos, mod.fma_guard(device))
 
@@ -448,9 +191,9 @@ def extract_patches(
         image, positions, N, channels=1, backend=backend,
         interpolation=interpolation, padding=padding, evaluation=evaluation,
     )
-    name = _resolve(image, backend)
+    name = resolve(image, backend)
     if name is None:
-        return _generic_namespace(out).reshape(out, tuple(out.shape)[:-1])
+        return generic_namespace(out).reshape(out, tuple(out.shape)[:-1])
     mod = get_backend(name)
     with mod.on_device(mod.device_of(out)):  # the reshape runs (and the result stays) with ``out``
         return mod.namespace.reshape(out, tuple(out.shape)[:-1])
@@ -517,7 +260,7 @@ def translate(
     jit = _validate.flag(jit, "jit")
     if images is None:
         raise InputTypeError(f"{images_name} must be a 3-D array (S, H, W), got None")
-    name = _resolve(images, backend)
+    name = resolve(images, backend)
     if name is None:
         raise InputTypeError(
             f"{images_name}: translate runs on NumPy, JAX or TensorFlow arrays, got {type(images).__name__}"
@@ -527,17 +270,17 @@ def translate(
     if not native:
         images = _validate.to_numpy(images, images_name)
         _validate.numeric_dtype(images, images_name)
-    elif _native_dtype(images).kind not in "iufc":
+    elif native_dtype(images).kind not in "iufc":
         raise InputTypeError(f"{images_name} must have a real or complex numeric dtype, got {images.dtype}")
     shape = tuple(images.shape)
     if len(shape) != 3:
         raise InputError(f"{images_name} must be 3-D (S, H, W), got shape {shape}")
     if shape[1] == 0 or shape[2] == 0:
         raise InputError(f"{images_name} must have non-empty height and width, got shape {shape}")
-    complex_dtype, real_dtype = _validate.working_dtypes(_native_dtype(images))
-    device = _home(mod, images, translations)
+    complex_dtype, real_dtype = _validate.working_dtypes(native_dtype(images))
+    device = home(mod, images, translations)
     with mod.precision(complex_dtype):
-        t = _real_rows(translations, translations_name, mod, real_dtype, holding="(tx, ty)", device=device)
+        t = real_rows(translations, translations_name, mod, real_dtype, holding="(tx, ty)", device=device)
     count = t.shape[0]
     if shape[0] not in (1, count):
         raise InputError(
@@ -558,7 +301,7 @@ def translate(
         if count == 0:
             return mod.asarray(np.zeros((0,) + static["output_size"] + (channels,), dtype=complex_dtype),
                                device=device)
-        img = _to_working(mod, images, native, complex_dtype, device)
+        img = to_working(mod, images, native, complex_dtype, device)
         org = None if origin is None else mod.asarray(origin, device=device)
         return translate_validated(name, img, t, org, jit=jit, **static)
 
@@ -581,4 +324,4 @@ def translate_validated(
 
 
 # Placement (the adjoint of extract_patches) lives in its own module; importing it imports no backend.
-from ptycho.backends.placement import place_patches  # noqa: E402
+from ptycho.backends.placement import place_patches  # noqa: E402  (after the entries it mirrors)

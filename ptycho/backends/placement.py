@@ -55,6 +55,7 @@ import numpy as np
 
 from ptycho import _validate
 from ptycho._chunks import chunk_bounds, pad_rows
+from ptycho.backends._dispatch import backend_of, canonical_name, compile_job, generic_namespace, get_backend, to_host
 from ptycho.backends.window import BORDER, EVALUATIONS, _complex_from_parts, _on, stencil, translate_window
 from ptycho.errors import InputError, InputTypeError
 
@@ -319,11 +320,9 @@ class _Run:
     """Where a call runs: backend name (None: a generic array-API library), module, namespace."""
 
     def __init__(self, array: Any, backend: Optional[str]) -> None:
-        from ptycho.backends import _generic_namespace, backend_of, canonical_name, get_backend
-
         self.name = canonical_name(backend) if backend is not None else backend_of(array)
         self.mod = get_backend(self.name) if self.name is not None else None
-        self.xp = self.mod.namespace if self.mod is not None else _generic_namespace(array)
+        self.xp = self.mod.namespace if self.mod is not None else generic_namespace(array)
 
     def precision(self, dtype: Any) -> Any:
         import contextlib
@@ -345,12 +344,9 @@ class _Run:
         return self.mod.asarray(np.asarray(x).astype(dtype, copy=False))
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        from ptycho.testing import to_numpy
-
-        return self.mod.to_numpy(x) if self.mod is not None else to_numpy(x)
+        return self.mod.to_numpy(x) if self.mod is not None else to_host(x)
 
     def compile(self, job: Any, **static: Any) -> Any:
-        from ptycho.backends import compile_job
 
         if self.name is None:
             return functools.partial(job, xp=self.xp, **static)
