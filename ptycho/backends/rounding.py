@@ -66,22 +66,34 @@ def _guarded(product: Any, one: Optional[Any]) -> Any:
     return product if one is None else product * one
 
 
-def _split(a: Any, one: Optional[Any]) -> Tuple[Any, Any]:
-    """Veltkamp: ``a = hi + lo`` with 26-bit halves, so their products are exact."""
-    p = _guarded(a * _SPLITTER, one)
-    hi = p - (p - a)
-    return hi, a - hi
+#: Above this magnitude ``a * _SPLITTER`` would overflow: such values are split scaled down.
+_SPLIT_LIMIT = 2.0**995
+_SPLIT_SCALE = 2.0**-28
 
 
-def two_product(a: Any, b: Any, *, one: Optional[Any] = None) -> Tuple[Any, Any]:
+def _split(a: Any, one: Optional[Any], *, xp: Any) -> Tuple[Any, Any]:
+    """Veltkamp: ``a = hi + lo`` with 26-bit halves, so their products are exact.
+
+    Huge values are split after an exact scaling by 2**-28 (and the halves
+    scaled back), so ``a * _SPLITTER`` cannot overflow.
+    """
+    huge = xp.abs(a) > _SPLIT_LIMIT
+    scaled = xp.where(huge, a * _SPLIT_SCALE, a)
+    p = _guarded(scaled * _SPLITTER, one)
+    hi = p - (p - scaled)
+    lo = scaled - hi
+    return xp.where(huge, hi / _SPLIT_SCALE, hi), xp.where(huge, lo / _SPLIT_SCALE, lo)
+
+
+def two_product(a: Any, b: Any, *, xp: Any, one: Optional[Any] = None) -> Tuple[Any, Any]:
     """``(p, e)`` with ``p = fl(a*b)`` and ``p + e == a*b`` exactly (float64; Dekker).
 
     Exact when ``a*b`` neither overflows nor underflows.  ``one`` is the
     compiler guard (see the module docstring).
     """
     p = _guarded(a * b, one)
-    a_hi, a_lo = _split(a, one)
-    b_hi, b_lo = _split(b, one)
+    a_hi, a_lo = _split(a, one, xp=xp)
+    b_hi, b_lo = _split(b, one, xp=xp)
     e = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
     return p, e
 
@@ -116,7 +128,7 @@ def _fma32(a: Any, b: Any, c: Any, *, xp: Any) -> Any:
 
 
 def _fma64(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
-    uh, ul = two_product(a, b, one=one)
+    uh, ul = two_product(a, b, xp=xp, one=one)
     th, tl = two_sum(c, uh)
     v = _round_to_odd_sum(tl, ul, xp=xp)
     # th overflowed (or an input is infinite or NaN): the error terms are NaN; th is the answer
