@@ -20,9 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-#: Tests that draw pictures need matplotlib (the 'plot' extra).
-needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                      reason="matplotlib is not installed")
+from ptycho.backends import Backend
+from ptycho.testing import demanded_extras, require_backend, require_extra
+
+#: Tests that draw pictures need matplotlib (the 'plot' extra): skipped without it,
+#: unless PTYCHO_TEST_EXTRAS demands the extra -- then they run, and fail.
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None and "plot" not in demanded_extras(),
+    reason="needs the 'plot' extra: matplotlib is not installed (pip install 'ptycho[plot]')",
+)
 COMMANDS = ["simulate", "extract", pytest.param("show", marks=needs_matplotlib)]
 
 from ptycho import __version__, cli
@@ -311,8 +317,8 @@ def _pickled(path: Path, source: Path) -> None:
 )
 def test_bad_input_is_a_one_line_error(dataset, tmp_path, capsys, command, make, expected):
     if command == "check":
-        pytest.importorskip("tensorflow")
-        pytest.importorskip("jax")
+        require_backend(Backend.TENSORFLOW)
+        require_backend(Backend.JAX)
     source = tmp_path / "input.npz"
     if make is not None:
         make(source, dataset)
@@ -394,8 +400,8 @@ def test_progress_only_on_a_terminal(monkeypatch, quiet, tty, expected):
 
 @pytest.fixture
 def both_engines():
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("jax")
+    require_backend(Backend.TENSORFLOW)
+    require_backend(Backend.JAX)
 
 
 @pytest.mark.parametrize("gridsize", [1, 2], ids=lambda g: f"g{g}")
@@ -472,7 +478,8 @@ def test_check_needs_the_object(dataset, tmp_path, both_engines, capsys):
 def test_demo_quick_writes_the_files(tmp_path, capsys):
     folder = tmp_path / "demo"
     assert run("demo", "--quick", "--output-dir", folder, "--backend", "numpy") == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["dataset.npz", "grouped.npz", "overview.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["dataset.npz", "grouped.npz", "overview.png", "stitched.png"]
+    assert png_size(folder / "stitched.png")[0] > 400  # original, stitched, difference, coverage
     width, height = png_size(folder / "overview.png")
     assert width >= 1200 and height >= 1200
     assert (folder / "overview.png").stat().st_size > 100_000
@@ -636,7 +643,7 @@ def test_an_input_error_exits_2(monkeypatch, tmp_path, capsys, exc):
 
 
 def test_extract_to_zarr(dataset, grouped, tmp_path):
-    zarr = pytest.importorskip("zarr")
+    zarr = require_extra("scale", "zarr")
     out = tmp_path / "groups.zarr"
     assert run("extract", dataset, "-o", out, "--gridsize", 2, "--K", 6, "--nsamples", 12,
                "--backend", "numpy") == 0
@@ -649,8 +656,8 @@ def test_extract_to_zarr(dataset, grouped, tmp_path):
 
 
 def test_extract_on_dask(dataset, grouped, tmp_path):
-    pytest.importorskip("dask")
-    pytest.importorskip("distributed")
+    require_extra("scale", "dask")
+    require_extra("scale", "distributed")
     out = tmp_path / "dask.npz"
     assert run("extract", dataset, "-o", out, "--gridsize", 2, "--K", 6, "--nsamples", 12,
                "--backend", "numpy", "--workers", 1) == 0

@@ -22,7 +22,9 @@ examples:
   ptycho-patches demo --output-dir /tmp/demo --quick
   ptycho-patches demo --output-dir ptycho-demo --overwrite
 
-Writes DIR/dataset.npz, DIR/grouped.npz and DIR/overview.png.
+Writes DIR/dataset.npz, DIR/grouped.npz, DIR/overview.png and DIR/stitched.png
+(the object, the object stitched back from the grouped patches, their
+difference and the coverage: extraction and its adjoint, round trip).
 """
 
 #: Embedded demo settings.  The full demo has PtychoPINN's usual N = 64 and a
@@ -37,7 +39,7 @@ _GRIDSIZE = 2
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = new_parser(subparsers, NAME, HELP, EPILOG)
     p.add_argument("--output-dir", default="ptycho-demo", metavar="DIR",
-                   help="where to write dataset.npz, grouped.npz, overview.png (default: ./ptycho-demo)")
+                   help="where to write dataset.npz, grouped.npz, overview.png, stitched.png (default: ./ptycho-demo)")
     p.add_argument("--quick", action="store_true", help="a smaller dataset (about a second)")
     add_backend_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the files in DIR if they exist")
@@ -47,12 +49,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ptycho import plotting
     from ptycho._io import atomic_write
+    from ptycho.cli.stitch import figure as stitch_figure
+    from ptycho.cli.stitch import stitch
     from ptycho.dataset import save_grouped
     from ptycho.simulate import simulate_dataset
 
     settings = _DEMO[bool(args.quick)]
     folder = Path(args.output_dir)
-    files = {name: folder / name for name in ("dataset.npz", "grouped.npz", "overview.png")}
+    files = {name: folder / name for name in ("dataset.npz", "grouped.npz", "overview.png", "stitched.png")}
     if folder.exists() and not folder.is_dir():
         raise CLIError(f"--output-dir {str(folder)!r} exists and is not a directory")
     refuse_existing(list(files.values()), args.overwrite)
@@ -73,13 +77,19 @@ def run(args: argparse.Namespace) -> int:
                                             gridsize=_GRIDSIZE, seed=0, backend=backend, progress=progress)
     timings["extract"] = t.seconds
     with Timer() as t:
+        # the other direction: the patches placed back (normalised stitch) next to the object
+        stitched = stitch(grouped, raw.objectGuess.shape, backend=backend)
+    timings["stitch"] = t.seconds
+    with Timer() as t:
         png = plotting.render_png(plotting.plot_overview(raw, grouped))
+        stitched_png = plotting.render_png(stitch_figure(stitched, raw.objectGuess, "demo"))
     timings["picture"] = t.seconds
     with Timer() as t:
         folder.mkdir(parents=True, exist_ok=True)
         raw.to_file(files["dataset.npz"], overwrite=args.overwrite)
         save_grouped(files["grouped.npz"], grouped, overwrite=args.overwrite)
         atomic_write(files["overview.png"], lambda tmp: tmp.write_bytes(png), overwrite=args.overwrite)
+        atomic_write(files["stitched.png"], lambda tmp: tmp.write_bytes(stitched_png), overwrite=args.overwrite)
     timings["save"] = t.seconds
 
     G, c, N, P = grouped_summary(grouped)
@@ -89,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"      imported {backend}   {timings['import']:.2f} s")
     say(f"      extracted {G} groups x {c} = {P} patches (gridsize {_GRIDSIZE}, backend {backend}, "
         f"compilation included)   {timings['extract']:.2f} s")
-    say(f"      saved the NPZ files {timings['save']:.2f} s, drew the overview {timings['picture']:.2f} s")
+    say(f"      stitched the patches back into the object   {timings['stitch']:.2f} s")
+    say(f"      saved the NPZ files {timings['save']:.2f} s, drew the pictures {timings['picture']:.2f} s")
     for path in files.values():
         say(f"wrote {path} ({size_text(path)})")
     say(f"next: ptycho-patches show {files['grouped.npz']} -o groups.png")
