@@ -283,6 +283,11 @@ def test_scalar_fma_equals_rounding_fma(numba_kernel):
         a[k:k + 8] = real(1.0)
         b[k:k + 8] = np.finfo(real).max
         c[k:k + 8] = np.finfo(real).max * np.array([1, -1, 0.5, 1e-8, -1e-8, 0, -0.0, 1], dtype=real)
+        # huge operands with a zero or small partner (the split of a huge value must not overflow)
+        a[k + 8:k + 16] = np.array([0, 1e-300, 3e-10, -0.0, 1, 2.0**-30, 0.5, 1e-5], dtype=real) if real == np.float64 \
+            else np.array([0, 1e-30, 3e-10, -0.0, 1, 2.0**-30, 0.5, 1e-5], dtype=real)
+        b[k + 8:k + 16] = np.finfo(real).max * np.array([0.75, 1, -0.5, 1, 1e-8, 1, -1, 0.9], dtype=real)
+        c[k + 8:k + 16] = np.array([0, 1, -1, 0, 1e30, -1e20, 0, 5], dtype=real)
         with np.errstate(all="ignore"):
             out = numba_kernel.scalar_fma(a, b, c)
             want = np.asarray(fma(a, b, c, xp=_numpy.namespace))

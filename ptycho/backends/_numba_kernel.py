@@ -51,6 +51,9 @@ _FLT_MAX = float.fromhex("0x1.fffffep+127")
 _FLT_OVERFLOW = float.fromhex("0x1.ffffffp+127")
 _FLT_MAX32 = np.float32(_FLT_MAX)
 _SPLITTER = 134217729.0
+#: rounding._SPLIT_LIMIT, rounding._SPLIT_SCALE
+_SPLIT_LIMIT = 2.0**995
+_SPLIT_SCALE = 2.0**-28
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _inline = _jit  # LLVM inlines these small functions
@@ -82,9 +85,15 @@ def _fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, wit
 
 @_inline
 def _split(a):  # noqa: ANN001, ANN202 - rounding._split
-    p = a * _SPLITTER
-    hi = p - (p - a)
-    return hi, a - hi
+    # huge values are split after an exact scaling by 2**-28, so a * _SPLITTER cannot overflow
+    huge = abs(a) > _SPLIT_LIMIT
+    scaled = a * _SPLIT_SCALE if huge else a
+    p = scaled * _SPLITTER
+    hi = p - (p - scaled)
+    lo = scaled - hi
+    if huge:
+        return hi / _SPLIT_SCALE, lo / _SPLIT_SCALE
+    return hi, lo
 
 
 @_inline
