@@ -421,3 +421,24 @@ def test_windowed_jobs_are_the_chunked_ones():
         return
     assert _jax._job_name(extract_job) in _jax._CHUNKED_JOBS
     assert _jax._job_name(translate_job) in _jax._CHUNKED_JOBS
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernel_runs_in_a_forked_child(numba_kernel):
+    """The kernel's thread pool is remade in a forked child (the parent's threads do not exist there)."""
+    import multiprocessing
+
+    rng = np.random.default_rng(11)
+    obj = _object(rng, (40, 40), np.complex64)
+    pos = _positions(rng, "border", 64, (40, 40), 8, np.float32)
+    with _numpy.kernel("numba"):
+        want = extract_patches(obj, pos, 8)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_extract_in_child, (obj, pos)).get(timeout=120)
+    assert_bits(got, want)
+
+
+def _extract_in_child(obj, pos):
+    with _numpy.kernel("numba"):
+        return extract_patches(obj, pos, 8)

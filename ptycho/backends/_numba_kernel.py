@@ -241,19 +241,22 @@ def threads() -> int:
 
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _run_into(args: tuple, count: int, out: np.ndarray) -> None:
     """The kernel over translations [0, count) into ``out``, in contiguous ranges, one per thread."""
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_pid
     n = min(threads(), max(1, count // 4))
     if n == 1:
         _bilinear(*args, 0, count, out)
         return
     with _pool_lock:
-        if _pool is None or _pool_size < n:
+        # a new pool when more threads are wanted, or in a forked child (the parent's threads are not there)
+        if _pool is None or _pool_size < n or _pool_pid != os.getpid():
             _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ptycho-numba"), n
+            _pool_pid = os.getpid()
         pool = _pool
     bounds = [count * i // n for i in range(n + 1)]
     futures = [pool.submit(_bilinear, *args, bounds[i], bounds[i + 1], out) for i in range(n)]
