@@ -423,22 +423,32 @@ def test_windowed_jobs_are_the_chunked_ones():
     assert _jax._job_name(translate_job) in _jax._CHUNKED_JOBS
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_kernel_runs_in_a_forked_child(numba_kernel):
-    """The kernel's thread pool is remade in a forked child (the parent's threads do not exist there)."""
-    import multiprocessing
+_FORK_SCRIPT = """
+import multiprocessing, numpy as np
+from ptycho.backends import _numpy, extract_patches
 
-    rng = np.random.default_rng(11)
-    obj = _object(rng, (40, 40), np.complex64)
-    pos = _positions(rng, "border", 64, (40, 40), 8, np.float32)
-    with _numpy.kernel("numba"):
-        want = extract_patches(obj, pos, 8)  # the parent's pool exists now
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1) as pool:
-        got = pool.apply_async(_extract_in_child, (obj, pos)).get(timeout=120)
-    assert_bits(got, want)
-
-
-def _extract_in_child(obj, pos):
+def run(obj, pos):
     with _numpy.kernel("numba"):
         return extract_patches(obj, pos, 8)
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(11)
+    obj = (rng.standard_normal((40, 40)) + 1j * rng.standard_normal((40, 40))).astype(np.complex64)
+    pos = rng.uniform(-8, 48, (64, 2)).astype(np.float32)
+    want = run(obj, pos)  # the parent's thread pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(run, (obj, pos)).get(timeout=120)
+    print(bool(np.array_equal(got.view(np.uint32), want.view(np.uint32))))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernel_runs_in_a_forked_child(numba_kernel, tmp_path):
+    """The kernel's thread pool is remade in a forked child (the parent's threads do not exist there).
+
+    In a fresh process (no JAX or TensorFlow threads to fork).
+    """
+    script = tmp_path / "fork_kernel.py"
+    script.write_text(_FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
