@@ -24,7 +24,7 @@ import pytest
 
 from ptycho.backends import Backend
 from ptycho.testing import require_backend
-from tests.helpers import assert_close, random_object, scipy_patches
+from tests.helpers import assert_close, random_object, regime_positions, scipy_patches
 
 PATCH_SIZES = (32, 64, 128)
 GRIDSIZES = (1, 2, 3)
@@ -32,37 +32,6 @@ DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
 OBJECTS = {"square": (40, 40), "nonsquare": (36, 52)}
 REGIMES = ("interior", "border", "outside", "integer", "half", "f32edge", "negative")
 GROUPS = 2  # groups per cell: B * c patches, enough to mix channels
-
-
-def regime_positions(regime: str, count: int, shape: tuple, N: int, seed: int) -> np.ndarray:
-    """(count, 2) positions (x, y) in object pixels for one regime."""
-    rng = np.random.default_rng(seed)
-    H, W = shape
-    size = np.array([W, H], dtype=np.float64)
-    if regime == "interior":
-        return rng.uniform(0.0, 1.0, (count, 2)) * (size - 1)
-    if regime == "border":
-        # centres within one patch of an edge: the window touches or crosses it
-        edge = rng.integers(0, 2, (count, 2)) * (size - 1)
-        return edge + rng.uniform(-N / 2 - 1, N / 2 + 1, (count, 2))
-    if regime == "outside":
-        # the whole window outside the object (padded by N//2): zero patches
-        side = np.where(rng.integers(0, 2, (count, 2)) == 1, size + N + 1.5, -N - 1.5)
-        return side + rng.uniform(0.0, 3.0, (count, 2))
-    if regime == "integer":
-        return rng.integers(-N // 2, np.array([W, H]) + N // 2, (count, 2)).astype(np.float64)
-    if regime == "half":
-        return rng.integers(-2, np.array([W, H]) + 2, (count, 2)) + 0.5
-    if regime == "f32edge":
-        # just below an integer in float32 (k - 2**-24 * k) and the literal
-        # k + 0.99999994: x + ox rounds up to the next integer for some x
-        k = rng.integers(0, np.array([W, H]), (count, 2)).astype(np.float32)
-        below = np.nextafter(k + np.float32(1), np.float32(0)).astype(np.float64)
-        literal = k.astype(np.float64) + 0.99999994
-        return np.where(rng.integers(0, 2, (count, 1)) == 1, below, literal)
-    if regime == "negative":
-        return -rng.uniform(0.0, N / 2 + 2, (count, 2))
-    raise ValueError(regime)
 
 
 def offsets_for(positions: np.ndarray, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

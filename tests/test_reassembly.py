@@ -21,7 +21,7 @@ import pytest
 
 from ptycho.backends import Backend
 from ptycho.testing import RELATIVE_ATOL, assert_close, require_backend, to_numpy
-from tests.helpers import random_object
+from tests.helpers import random_object, regime_positions
 
 DTYPES = {"complex64": np.complex64, "complex128": np.complex128}
 
@@ -373,23 +373,11 @@ PLACE_SHAPE = (20, 26)
 
 
 def place_positions(regime: str, count: int, N: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    H, W = PLACE_SHAPE
-    size = np.array([W, H], dtype=np.float64)
-    if regime == "inside":
-        return rng.uniform(0.0, 1.0, (count, 2)) * (size - 1)
-    if regime == "border":
-        edge = rng.integers(0, 2, (count, 2)) * (size - 1)
-        return edge + rng.uniform(-N / 2 - 1, N / 2 + 1, (count, 2))
-    if regime == "outside":
-        side = np.where(rng.integers(0, 2, (count, 2)) == 1, size + N + 1.5, -N - 1.5)
-        return side + rng.uniform(0.0, 3.0, (count, 2))
-    if regime == "integer":
-        return rng.integers(-N // 2, np.array([W, H]) + N // 2, (count, 2)).astype(np.float64)
+    """(count, 2) positions on the canvas PLACE_SHAPE: the extraction matrix's regimes, or a mix of them."""
     if regime == "mixed":
         return np.concatenate([place_positions(r, count // 4 + 1, N, seed + i)
                                for i, r in enumerate(("inside", "border", "outside", "integer"))])[:count]
-    raise ValueError(regime)
+    return regime_positions("interior" if regime == "inside" else regime, count, PLACE_SHAPE, N, seed)
 
 
 def dot_residual(backend: str, dname: str, regime: str, N: int) -> tuple:

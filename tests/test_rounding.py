@@ -126,6 +126,15 @@ def test_fma_is_correctly_rounded(dname, data):
 
 
 @pytest.mark.parametrize("dname", list(DTYPES))
+@pytest.mark.parametrize("a, b, c", [(0.0, -0.0, -0.0), (-0.0, 0.0, -0.0), (0.0, 0.0, -0.0), (-0.0, -0.0, -0.0),
+                                     (1.0, -1.0, 1.0), (0.0, -5.0, 0.0),
+                                     (0.0, 1.7976931214684583e308, 0.0), (1e-10, 1.7e308, 1.0)])
+def test_signed_zeros_and_huge_factors(dname, a, b, c):
+    dtype = DTYPES[dname][0]
+    assert same_bits(_run_numpy(a, b, c, dtype), exact_fma(a, b, c, dtype))
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
 def test_naive_double_rounding_is_caught(dname):
     """A case where rounding float64(a*b + c) again is wrong: the tie fix must act."""
     dtype = DTYPES[dname][0]

@@ -53,7 +53,7 @@ _FLT_MAX32 = np.float32(_FLT_MAX)
 _SPLITTER = 134217729.0
 #: rounding._SPLIT_LIMIT, rounding._SPLIT_SCALE
 _SPLIT_LIMIT = 2.0**995
-_SPLIT_SCALE = 2.0**-28
+_SPLIT_SCALE = 2.0**28
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _inline = _jit  # LLVM inlines these small functions
@@ -85,20 +85,19 @@ def _fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, wit
 
 @_inline
 def _split(a):  # noqa: ANN001, ANN202 - rounding._split
-    # huge values are split after an exact scaling by 2**-28, so a * _SPLITTER cannot overflow
-    huge = abs(a) > _SPLIT_LIMIT
-    scaled = a * _SPLIT_SCALE if huge else a
-    p = scaled * _SPLITTER
-    hi = p - (p - scaled)
-    lo = scaled - hi
-    if huge:
-        return hi / _SPLIT_SCALE, lo / _SPLIT_SCALE
-    return hi, lo
+    p = a * _SPLITTER
+    hi = p - (p - a)
+    return hi, a - hi
 
 
 @_inline
 def _fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
     p = a * b
+    # rounding.two_product: a huge factor is scaled down by 2**28, the other up (exact)
+    if abs(a) > _SPLIT_LIMIT:
+        a, b = a / _SPLIT_SCALE, b * _SPLIT_SCALE
+    elif abs(b) > _SPLIT_LIMIT:
+        a, b = a * _SPLIT_SCALE, b / _SPLIT_SCALE
     a_hi, a_lo = _split(a)
     b_hi, b_lo = _split(b)
     ul = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
@@ -112,7 +111,7 @@ def _fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
     steps = magnitude / ulp
     if e != 0.0 and np.floor(steps * 0.5) * 2.0 == steps:
         s = np.nextafter(s, np.inf if e > 0.0 else -np.inf)
-    return th + s
+    return th if s == 0.0 else th + s  # th + 0 would turn a -0 result into +0
 
 
 def _fma(a, b, c):  # noqa: ANN001, ANN202 - typed by the overload below

@@ -66,34 +66,33 @@ def _guarded(product: Any, one: Optional[Any]) -> Any:
     return product if one is None else product * one
 
 
-#: Above this magnitude ``a * _SPLITTER`` would overflow: such values are split scaled down.
+#: Above this magnitude ``a * _SPLITTER`` would overflow: such a factor is scaled first.
 _SPLIT_LIMIT = 2.0**995
-_SPLIT_SCALE = 2.0**-28
+_SPLIT_SCALE = 2.0**28
 
 
-def _split(a: Any, one: Optional[Any], *, xp: Any) -> Tuple[Any, Any]:
-    """Veltkamp: ``a = hi + lo`` with 26-bit halves, so their products are exact.
-
-    Huge values are split after an exact scaling by 2**-28 (and the halves
-    scaled back), so ``a * _SPLITTER`` cannot overflow.
-    """
-    huge = xp.abs(a) > _SPLIT_LIMIT
-    scaled = xp.where(huge, a * _SPLIT_SCALE, a)
-    p = _guarded(scaled * _SPLITTER, one)
-    hi = p - (p - scaled)
-    lo = scaled - hi
-    return xp.where(huge, hi / _SPLIT_SCALE, hi), xp.where(huge, lo / _SPLIT_SCALE, lo)
+def _split(a: Any, one: Optional[Any]) -> Tuple[Any, Any]:
+    """Veltkamp: ``a = hi + lo`` with 26-bit halves, so their products are exact."""
+    p = _guarded(a * _SPLITTER, one)
+    hi = p - (p - a)
+    return hi, a - hi
 
 
 def two_product(a: Any, b: Any, *, xp: Any, one: Optional[Any] = None) -> Tuple[Any, Any]:
     """``(p, e)`` with ``p = fl(a*b)`` and ``p + e == a*b`` exactly (float64; Dekker).
 
-    Exact when ``a*b`` neither overflows nor underflows.  ``one`` is the
-    compiler guard (see the module docstring).
+    Exact when ``a*b`` neither overflows nor underflows.  A huge factor
+    (> 2**995, where Veltkamp's split would overflow) is scaled down by 2**28
+    and the other one up by as much -- exact, and the same product.  ``one``
+    is the compiler guard (see the module docstring).
     """
     p = _guarded(a * b, one)
-    a_hi, a_lo = _split(a, one, xp=xp)
-    b_hi, b_lo = _split(b, one, xp=xp)
+    huge_a = xp.abs(a) > _SPLIT_LIMIT
+    huge_b = xp.abs(b) > _SPLIT_LIMIT
+    a = xp.where(huge_a, a / _SPLIT_SCALE, xp.where(huge_b, a * _SPLIT_SCALE, a))
+    b = xp.where(huge_a, b * _SPLIT_SCALE, xp.where(huge_b, b / _SPLIT_SCALE, b))
+    a_hi, a_lo = _split(a, one)
+    b_hi, b_lo = _split(b, one)
     e = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
     return p, e
 
@@ -131,8 +130,9 @@ def _fma64(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     uh, ul = two_product(a, b, xp=xp, one=one)
     th, tl = two_sum(c, uh)
     v = _round_to_odd_sum(tl, ul, xp=xp)
-    # th overflowed (or an input is infinite or NaN): the error terms are NaN; th is the answer
-    return xp.where(xp.isfinite(th), th + v, th)
+    # th overflowed (or an input is infinite or NaN): the error terms are NaN; th is the answer.
+    # v == 0: th is exact, and th + 0 would turn a -0 result into +0.
+    return xp.where(xp.isfinite(th) & (v != 0), th + v, th)
 
 
 def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
