@@ -242,7 +242,11 @@ def prepare_backend(name: str, debug: bool) -> float:
 
     with Timer() as t:
         if name != "tensorflow" or debug or "tensorflow" in sys.modules:
-            get_backend(name)
+            module = get_backend(name)
+            if name == "jax":
+                # a command is a fresh process: load the compiled programs from
+                # JAX's persistent cache (PTYCHO_JAX_CACHE=0 opts out)
+                module.enable_compilation_cache()
         else:
             with tempfile.TemporaryFile() as sink:
                 sys.stderr.flush()
