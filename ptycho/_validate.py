@@ -299,10 +299,17 @@ def positions_2d(
     if positions is None:
         raise InputTypeError(f"{name} must be an array of shape (P, 2) holding (x, y), got None")
     if xp is not None and not isinstance(positions, np.ndarray):
-        # foreign array-API array (CuPy, torch): check shape only, values on the host
+        # A foreign array-API array (CuPy, PyTorch) stays where it lives: its shape
+        # and count are checked here, its values by the caller on its device
+        # (ptycho.backends: one reduction, one flag to the host).
         shape = tuple(positions.shape)
         if len(shape) != 2 or shape[1] != 2:
             raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {shape}")
+        if shape[0] % channels:
+            raise InputError(
+                f"{name}: the number of positions must be a multiple of the channel count "
+                f"c = {channels}, got {shape[0]} positions"
+            )
         return positions
     arr = to_numpy(positions, name)
     if arr.dtype.kind == "c":
