@@ -357,7 +357,7 @@ def test_jax_chunked_equals_numpy(monkeypatch, evaluation, dtype, gridsize, regi
 
     require_backend("jax")
     from ptycho.backends import _jax, compile_job
-    from ptycho.backends import _compile_cached
+    from ptycho.backends._dispatch import _compile_cached
 
     obj, pos, c = _case(9, dtype, regime, gridsize, groups=12)
     monkeypatch.setattr(_jax, "CHUNK_PIXELS", 4 * 9 * 9 * c)  # chunks of 4 groups: 3 chunks
@@ -376,7 +376,8 @@ def test_jax_chunked_translate_equals_numpy(monkeypatch, sources):
     from ptycho.testing import require_backend
 
     require_backend("jax")
-    from ptycho.backends import _compile_cached, _jax
+    from ptycho.backends import _jax
+    from ptycho.backends._dispatch import _compile_cached
 
     rng = np.random.default_rng(10)
     P = 12

@@ -1,10 +1,12 @@
-"""Backend dispatch for the translate-then-slice engine.
+"""The engine's public entries: extraction, translation and placement on any backend.
 
 One algorithm (:mod:`ptycho.backends.window`) runs on several array libraries.
-Each backend is a small module with the same names -- ``namespace`` (the array
-namespace the algorithm calls), ``compile`` (eager, ``jax.jit`` or
-``tf.function(jit_compile=True)``), ``precision``, ``asarray``, ``to_numpy``,
-``is_native`` -- so the table below is the whole dispatch.
+Each backend is a small module with the same names (the ``BackendModule``
+protocol: ``namespace``, ``compile``, ``precision``, ``fma_guard``,
+``all_finite``, ``asarray``, ``device_of``, ``on_device``, ``to_numpy``,
+``is_native``); the ``Backend`` enum in :mod:`ptycho.backends._dispatch` is the
+whole dispatch table.  The entries here validate once, place the inputs where
+the computation runs and call a job compiled by :func:`compile_job`.
 
 Importing this package imports neither TensorFlow nor JAX: a backend module
 is imported by :func:`get_backend` only, and :func:`backend_of` only looks at
@@ -22,7 +24,6 @@ from ptycho.backends._dispatch import (  # noqa: F401  (the public dispatch name
     BACKENDS,
     Backend,
     BackendModule,
-    _compile_cached,
     available_backends,
     backend_of,
     canonical_name,
