@@ -75,3 +75,53 @@ def regime_positions(regime: str, count: int, shape: tuple, N: int, seed: int) -
     if regime == "negative":
         return -rng.uniform(0.0, N / 2 + 2, (count, 2))
     raise ValueError(regime)
+
+
+# ---------------------------------------------------------------------------
+# The scale-out tests' shared inputs and cluster (tests/test_scale_*.py).
+# ---------------------------------------------------------------------------
+SCALE_N = 8
+
+
+def scale_object(dtype: Any = np.complex64, shape: tuple = (40, 52), seed: int = 0) -> np.ndarray:
+    """The object of the scale tests (40 x 52 by default)."""
+    return random_object(shape, dtype, seed)
+
+
+def scale_positions(P: int, seed: int = 1, *, far: bool = False) -> np.ndarray:
+    """(P, 2) positions over the scale object; ``far`` moves the last 40 far outside.
+
+    Far positions give all-zero patches, so whole chunks can be "empty" (Zarr
+    does not store them; reads must still match).
+    """
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(-6.0, 58.0, size=(P, 2))
+    if far:
+        pos[-40:] += 500.0
+    return pos
+
+
+def scale_reference(image: np.ndarray, positions: np.ndarray, channels: int, channel_axis: Any = None) -> np.ndarray:
+    """The in-memory NumPy patches the scale runners must reproduce."""
+    from ptycho.backends import extract_patches_grouped
+
+    ref = extract_patches_grouped(image, positions, SCALE_N, channels=channels, backend="numpy")
+    keep_axis = channels > 1 if channel_axis is None else channel_axis
+    return ref if keep_axis else ref[..., 0]
+
+
+def local_cluster():
+    """A context manager yielding a Dask client of 2 single-threaded worker processes
+    (as ``--workers 2`` starts them)."""
+    import contextlib
+
+    import distributed
+
+    @contextlib.contextmanager
+    def running():
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
+        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+            yield client
+
+    return running()

@@ -15,9 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ptycho.backends import extract_patches_grouped
 from ptycho.testing import require_extra
-from tests.helpers import random_object
+from tests.helpers import local_cluster, scale_object, scale_positions, scale_reference
 
 zarr = require_extra("scale", "zarr")
 distributed = require_extra("scale", "distributed")
@@ -27,28 +26,20 @@ from ptycho.scale import extract_to_zarr, grouped_to_zarr, grouped_with_dask  # 
 N = 8
 
 
-def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    return random_object(shape, dtype, seed)
+_object = scale_object
 
 
-def _positions(P, seed=1):
-    rng = np.random.default_rng(seed)
-    pos = rng.uniform(-6.0, 58.0, size=(P, 2))
-    pos[-40:] += 500.0  # a chunk of all-zero patches (Zarr does not store it; reads still match)
-    return pos
+def _positions(P, seed=1):  # noqa: D103
+    return scale_positions(P, seed, far=True)
 
 
-def _reference(image, positions, channels):
-    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
-    return ref if channels > 1 else ref[..., 0]
+_reference = scale_reference
 
 
 @pytest.fixture(scope="module")
 def client():
     """2 single-threaded worker processes, as ``--workers 2`` starts them."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with local_cluster() as c:
         yield c
 
 

@@ -11,8 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from ptycho.backends import extract_patches_grouped
-from tests.helpers import random_object, require_scale_module
+from tests.helpers import local_cluster, require_scale_module, scale_object, scale_positions, scale_reference
 
 
 dask = require_scale_module("dask")
@@ -25,27 +24,19 @@ from ptycho.scale.dask_engine import compute_into  # noqa: E402
 N = 8
 
 
-def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    return random_object(shape, dtype, seed)
+_object = scale_object
 
 
-def _positions(P, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-6.0, 58.0, size=(P, 2))
+_positions = scale_positions
 
 
-def _reference(image, positions, channels):
-    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
-    return ref if channels > 1 else ref[..., 0]
+_reference = scale_reference
 
 
 @pytest.fixture(scope="module")
 def client():
     """One small LocalCluster for the module: 2 single-threaded worker processes."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=50,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with local_cluster() as c:
         yield c
 
 

@@ -16,9 +16,8 @@ import logging
 import numpy as np
 import pytest
 
-from ptycho.backends import extract_patches_grouped
 from ptycho.testing import demanded_extras, require_extra
-from tests.helpers import random_object
+from tests.helpers import local_cluster, scale_object, scale_positions, scale_reference
 
 zarr = require_extra("scale", "zarr")
 distributed = require_extra("scale", "distributed")
@@ -66,24 +65,17 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(s3):
     """2 worker processes started with the AWS variables set (workers inherit them, as on a cluster)."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with local_cluster() as c:
         yield c
 
 
-def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    return random_object(shape, dtype, seed)
+_object = scale_object
 
 
-def _positions(P, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-6.0, 58.0, size=(P, 2))
+_positions = scale_positions
 
 
-def _reference(image, positions, channels):
-    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
-    return ref if channels > 1 else ref[..., 0]
+_reference = scale_reference
 
 
 def _keys(prefix):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ptycho.testing import assert_close, require_extra
-from tests.helpers import random_object
+from tests.helpers import local_cluster, random_object
 
 zarr = require_extra("scale", "zarr")
 distributed = require_extra("scale", "distributed")
@@ -55,9 +55,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with local_cluster() as c:
         yield c
 
 

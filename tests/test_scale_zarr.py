@@ -18,7 +18,7 @@ import pytest
 
 import ptycho
 from ptycho.backends import extract_patches_grouped
-from tests.helpers import random_object, require_scale_module
+from tests.helpers import require_scale_module, scale_object, scale_positions, scale_reference
 
 
 zarr = require_scale_module("zarr")
@@ -28,22 +28,14 @@ from ptycho.scale import extract_to_zarr, grouped_to_zarr  # noqa: E402
 N = 8
 
 
-def _object(dtype=np.complex64, shape=(40, 52), seed=0):
-    return random_object(shape, dtype, seed)
+_object = scale_object
 
 
-def _positions(P, seed=1):
-    rng = np.random.default_rng(seed)
-    # Some positions far outside the object: their patches are all zero, so
-    # whole chunks can be "empty" (Zarr skips storing those; reads must still match).
-    pos = rng.uniform(-6.0, 58.0, size=(P, 2))
-    pos[-40:] += 500.0
-    return pos
+def _positions(P, seed=1):  # noqa: D103
+    return scale_positions(P, seed, far=True)
 
 
-def _reference(image, positions, channels, channel_axis):
-    ref = extract_patches_grouped(image, positions, N, channels=channels, backend="numpy")
-    return ref if channel_axis else ref[..., 0]
+_reference = scale_reference
 
 
 @pytest.mark.parametrize("compressor", ["default", None], ids=["zstd", "raw"])
