@@ -101,6 +101,18 @@ def scale_positions(P: int, seed: int = 1, *, far: bool = False) -> np.ndarray:
     return pos
 
 
+def scale_raw(M: int = 60, seed: int = 3) -> Any:
+    """A small RawData (M scan positions, 6 x 6 frames) over the scale object, for grouped runs."""
+    from ptycho.dataset import RawData
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(4.0, 44.0, M)
+    y = rng.uniform(4.0, 36.0, M)
+    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
+    probe = np.ones((SCALE_N, SCALE_N), np.complex64)
+    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=scale_object())
+
+
 def scale_reference(image: np.ndarray, positions: np.ndarray, channels: int, channel_axis: Any = None) -> np.ndarray:
     """The in-memory NumPy patches the scale runners must reproduce."""
     from ptycho.backends import extract_patches_grouped

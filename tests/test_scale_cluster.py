@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ptycho.testing import require_extra
-from tests.helpers import local_cluster, scale_object, scale_positions, scale_reference
+from tests.helpers import local_cluster, scale_object, scale_positions, scale_raw, scale_reference
 
 zarr = require_extra("scale", "zarr")
 distributed = require_extra("scale", "distributed")
@@ -252,15 +252,7 @@ def test_killed_cluster_run_resumes_to_the_uninterrupted_array(tmp_path, client)
 # ---------------------------------------------------------------------------
 
 
-def _raw(M=60, seed=3):
-    from ptycho.dataset import RawData
-
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(4.0, 44.0, M)
-    y = rng.uniform(4.0, 36.0, M)
-    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
-    probe = np.ones((N, N), np.complex64)
-    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=_object())
+_raw = scale_raw
 
 
 GROUPING = dict(K=6, nsamples=20, gridsize=2, seed=11)

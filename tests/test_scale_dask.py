@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tests.helpers import local_cluster, require_scale_module, scale_object, scale_positions, scale_reference
+from tests.helpers import local_cluster, require_scale_module, scale_object, scale_positions, scale_raw, scale_reference
 
 
 dask = require_scale_module("dask")
@@ -103,15 +103,7 @@ def test_object_is_scattered_to_every_worker_once(client):
     np.testing.assert_array_equal(client.compute(arr).result(), _reference(image, positions, 1))
 
 
-def _raw(M=60, seed=3):
-    from ptycho.dataset import RawData
-
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(4.0, 44.0, M)
-    y = rng.uniform(4.0, 36.0, M)
-    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
-    probe = np.ones((N, N), np.complex64)
-    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=_object())
+_raw = scale_raw
 
 
 @pytest.mark.parametrize(

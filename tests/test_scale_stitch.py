@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ptycho.testing import assert_close, require_extra
-from tests.helpers import local_cluster, random_object
+from tests.helpers import local_cluster, scale_raw
 
 zarr = require_extra("scale", "zarr")
 distributed = require_extra("scale", "distributed")
@@ -24,15 +24,7 @@ GROUPING = dict(K=6, nsamples=40, gridsize=2, seed=11)
 
 
 def _raw(M=80, seed=3):
-    from ptycho.dataset import RawData
-
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(4.0, 44.0, M)
-    y = rng.uniform(4.0, 36.0, M)
-    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
-    probe = np.ones((N, N), np.complex64)
-    obj = random_object((40, 52), np.complex64, 0)
-    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=obj)
+    return scale_raw(M, seed)
 
 
 def _in_memory(group, shape, eps=1e-9):

@@ -18,7 +18,7 @@ import pytest
 
 import ptycho
 from ptycho.backends import extract_patches_grouped
-from tests.helpers import require_scale_module, scale_object, scale_positions, scale_reference
+from tests.helpers import require_scale_module, scale_object, scale_positions, scale_raw, scale_reference
 
 
 zarr = require_scale_module("zarr")
@@ -245,15 +245,7 @@ def test_group_without_path_is_refused(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def _raw(M=60, seed=3):
-    from ptycho.dataset import RawData
-
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(4.0, 44.0, M)
-    y = rng.uniform(4.0, 36.0, M)
-    diff = rng.uniform(0.0, 2.0, (M, 6, 6)).astype(np.float32)
-    probe = np.ones((N, N), np.complex64)
-    return RawData.from_coords_without_pc(x, y, diff, probe, np.zeros(M, int), objectGuess=_object())
+_raw = scale_raw
 
 
 @pytest.mark.parametrize(
