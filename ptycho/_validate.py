@@ -269,16 +269,38 @@ def working_real_dtype(dtype: Any) -> type:
     return working_dtypes(dtype)[1].type
 
 
+#: What each kind of coordinate pair is called in messages.
+_PAIRS = {"(x, y)": "(x, y) pixel coordinates", "(tx, ty)": "(tx, ty) pixels"}
+
+
+def pairs_layout(shape: Any, dtype: Any, name: str, *, holding: str = "(x, y)", channels: int = 1) -> None:
+    """The checks of (P, 2) coordinate pairs on shape and dtype alone (``dtype`` None: shape only).
+
+    Real numeric dtype, shape (P, 2), P a multiple of ``channels``.  For
+    arrays checked where they live (a JAX array, a tf.Tensor, a PyTorch
+    tensor) as much as for host arrays.
+    """
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype.kind == "c":
+            raise InputTypeError(f"{name} must be real {_PAIRS[holding]}, got dtype {dtype}")
+        numeric_dtype(np.empty(0, dtype=dtype), name, real=True)
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[1] != 2:
+        raise InputError(f"{name} must have shape (P, 2) holding {holding}, got shape {shape}")
+    if shape[0] is not None and shape[0] % channels:
+        raise InputError(
+            f"{name}: the number of positions must be a multiple of the channel count "
+            f"c = {channels}, got {shape[0]} positions"
+        )
+
+
 def translations_2d(translations: Any, name: str = "translations", *, dtype: Any = None) -> np.ndarray:
     """Translations (P, 2) holding (tx, ty): real and finite in the working real ``dtype``."""
     if translations is None:
         raise InputTypeError(f"{name} must be an array of shape (P, 2) holding (tx, ty), got None")
     arr = to_numpy(translations, name)
-    if arr.dtype.kind == "c":
-        raise InputTypeError(f"{name} must be real (tx, ty) pixels, got dtype {arr.dtype}")
-    numeric_dtype(arr, name, real=True)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InputError(f"{name} must have shape (P, 2) holding (tx, ty), got shape {arr.shape}")
+    pairs_layout(arr.shape, arr.dtype, name, holding="(tx, ty)")
     finite(arr, name, dtype=dtype)
     return arr
 
@@ -302,25 +324,9 @@ def positions_2d(
         # A foreign array-API array (CuPy, PyTorch) stays where it lives: its shape
         # and count are checked here, its values by the caller on its device
         # (ptycho.backends: one reduction, one flag to the host).
-        shape = tuple(positions.shape)
-        if len(shape) != 2 or shape[1] != 2:
-            raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {shape}")
-        if shape[0] % channels:
-            raise InputError(
-                f"{name}: the number of positions must be a multiple of the channel count "
-                f"c = {channels}, got {shape[0]} positions"
-            )
+        pairs_layout(positions.shape, None, name, channels=channels)
         return positions
     arr = to_numpy(positions, name)
-    if arr.dtype.kind == "c":
-        raise InputTypeError(f"{name} must be real (x, y) pixel coordinates, got dtype {arr.dtype}")
-    numeric_dtype(arr, name, real=True)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InputError(f"{name} must have shape (P, 2) holding (x, y), got shape {arr.shape}")
-    if arr.shape[0] % channels:
-        raise InputError(
-            f"{name}: the number of positions must be a multiple of the channel count "
-            f"c = {channels}, got {arr.shape[0]} positions"
-        )
+    pairs_layout(arr.shape, arr.dtype, name, channels=channels)
     finite(arr, name, dtype=dtype)
     return arr

@@ -255,19 +255,8 @@ def real_rows(
         else:
             arr = _validate.translations_2d(value, name, dtype=real_dtype)
         return mod.asarray(arr.astype(real_dtype, copy=False), device=device)
-    shape = tuple(value.shape)
     dtype = native_dtype(value)
-    if dtype.kind == "c":
-        raise InputTypeError(f"{name} must be real {holding} pixel coordinates, got dtype {dtype}")
-    if dtype.kind not in "iuf":
-        raise InputTypeError(f"{name} must be real {holding} pixel coordinates, got dtype {dtype}")
-    if len(shape) != 2 or shape[1] != 2:
-        raise InputError(f"{name} must have shape (P, 2) holding {holding}, got shape {shape}")
-    if shape[0] is not None and shape[0] % channels:
-        raise InputError(
-            f"{name}: the number of positions must be a multiple of the channel count "
-            f"c = {channels}, got {shape[0]} positions"
-        )
+    _validate.pairs_layout(value.shape, dtype, name, holding=holding, channels=channels)
     cast = value if dtype == real_dtype else mod.namespace.astype(value, getattr(mod.namespace, real_dtype.name))
     if mod.all_finite(cast) is False:
         # the error path only: name the first bad value, as the host check does
