@@ -172,6 +172,35 @@ def _sample_coordinates(
     return grid_x - tx, grid_y - ty
 
 
+def _flat_index(
+    rows: Any,
+    cols: Any,
+    translations: Any,
+    *,
+    source_shape: Tuple[int, int],
+    source_origin: Tuple[int, int],
+    channels: int,
+    n_sources: int,
+    xp: Any,
+) -> Tuple[Any, int]:
+    """``(index, row_stride)``: integer-valued source pixels (G, h, 1, c) and (G, 1, w, c) -> flat
+    indices (G, h, w, c) into the zero-bordered sources, flattened (source p's plane for
+    translation p when ``n_sources`` > 1)."""
+    src_h, src_w = (int(v) for v in source_shape)
+    row_origin, col_origin = (int(v) for v in source_origin)
+    row_stride = src_w + 2 * BORDER
+    plane = (src_h + 2 * BORDER) * row_stride
+    index_dtype = _index_dtype(plane * max(1, int(n_sources)), xp=xp)
+    col = _border_index(cols, col_origin, src_w, xp=xp, dtype=index_dtype)  # (G, 1, w, c)
+    row = _border_index(rows, row_origin, src_h, xp=xp, dtype=index_dtype)  # (G, h, 1, c)
+    index = row * row_stride + col  # (G, h, w, c)
+    if n_sources != 1:
+        groups = translations.shape[0] // channels
+        base = xp.arange(translations.shape[0], dtype=index_dtype, **_on(translations, xp)) * plane
+        index = index + xp.reshape(base, (groups, 1, 1, channels))
+    return index, row_stride
+
+
 def stencil(
     translations: Any,
     *,
@@ -213,11 +242,6 @@ def stencil(
     row_stride : int
         W + 2 * BORDER.
     """
-    src_h, src_w = (int(v) for v in source_shape)
-    row_origin, col_origin = (int(v) for v in source_origin)
-    row_stride = src_w + 2 * BORDER
-    plane = (src_h + 2 * BORDER) * row_stride
-    index_dtype = _index_dtype(plane * max(1, int(n_sources)), xp=xp)
     sx, sy = _sample_coordinates(
         translations, output_size=output_size, output_origin=output_origin, channels=channels, xp=xp,
     )
@@ -225,13 +249,10 @@ def stencil(
     y0 = xp.floor(sy)
     wx = sx - x0
     wy = sy - y0
-    col0 = _border_index(x0, col_origin, src_w, xp=xp, dtype=index_dtype)  # (G, 1, w, c)
-    row0 = _border_index(y0, row_origin, src_h, xp=xp, dtype=index_dtype)  # (G, h, 1, c)
-    corner_a = row0 * row_stride + col0  # (G, h, w, c)
-    if n_sources != 1:
-        groups = translations.shape[0] // channels
-        base = xp.arange(translations.shape[0], dtype=index_dtype, **_on(translations, xp)) * plane
-        corner_a = corner_a + xp.reshape(base, (groups, 1, 1, channels))
+    corner_a, row_stride = _flat_index(
+        y0, x0, translations, source_shape=source_shape, source_origin=source_origin, channels=channels,
+        n_sources=n_sources, xp=xp,
+    )
     one_wx = 1 - wx
     one_wy = 1 - wy
     weights = (one_wx * one_wy, wx * one_wy, one_wx * wy, wx * wy)
@@ -352,15 +373,10 @@ def translate_window(
         sx, sy = _sample_coordinates(
             t, output_size=(out_h, out_w), output_origin=output_origin, channels=channels, xp=xp,
         )
-        row_stride = src_w + 2 * BORDER
-        plane = (src_h + 2 * BORDER) * row_stride
-        index_dtype = _index_dtype(plane * n_src, xp=xp)
-        cols = _border_index(xp.round(sx), source_origin[1], src_w, xp=xp, dtype=index_dtype)
-        rows = _border_index(xp.round(sy), source_origin[0], src_h, xp=xp, dtype=index_dtype)
-        index = rows * row_stride + cols
-        if n_src != 1:
-            base = xp.arange(translations.shape[0], dtype=index_dtype, **_on(translations, xp)) * plane
-            index = index + xp.reshape(base, (groups, 1, 1, channels))
+        index, _ = _flat_index(
+            xp.round(sy), xp.round(sx), t, source_shape=(src_h, src_w), source_origin=source_origin,
+            channels=channels, n_sources=n_src, xp=xp,
+        )
         return _complex_from_parts(*gather(index), xp=xp)
 
     corner_a, weights, row_stride = stencil(
