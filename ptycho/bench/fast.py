@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
-from ptycho.bench.measure import NO_CHECK, time_calls
+from ptycho.bench.measure import NO_CHECK, time_calls, time_command
 from ptycho.bench.registry import register
 from ptycho.bench.workload import Job, to_flat
 
@@ -131,30 +129,27 @@ def _dataset(job: Job) -> Path:
     return path
 
 
+def extract_command(job: Job, src: Path, out: Path, backend: str) -> list:
+    """``ptycho-patches extract SRC -o OUT`` of the workload's patch size on ``backend`` (a fresh process)."""
+    return [sys.executable, "-m", "ptycho", "extract", str(src), "-o", str(out), "--N", str(job.N),
+            "--backend", backend, "--overwrite", "--quiet"]
+
+
+def cli_env() -> Dict[str, str]:
+    """The environment of the CLI runs: TensorFlow's start-up log silenced."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
 def _cli(job: Job, backend: str) -> Dict[str, Any]:
     src = _dataset(job)
     out = Path(job.spec["workdir"]) / f"cli-{backend}.npz"
-    cmd = [sys.executable, "-m", "ptycho", "extract", str(src), "-o", str(out), "--N", str(job.N),
-           "--backend", backend, "--overwrite", "--quiet"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    times, cpus = [], []
-    for _ in range(max(1, min(job.repeats, 3))):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-        if proc.returncode:
-            raise RuntimeError(f"ptycho-patches extract failed: {proc.stderr.strip()[-500:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child (KiB on Linux)
+    record = time_command(extract_command(job, src, out, backend), min(job.repeats, 3), env=cli_env(),
+                          what="ptycho-patches extract")
     with np.load(out) as data:
         y = data["Y"]
-        diff = job.check_flat(to_flat(y, 1))
+        record["max_abs_diff"] = job.check_flat(to_flat(y, 1))
     out.unlink()
-    return {"cold_seconds": times[0], "cold_cpu_seconds": cpus[0], "warm_seconds": float(np.median(times)),
-            "warm_cpu_seconds": float(np.median(cpus)), "warm_times": times, "cold_peak_bytes": peak,
-            "warm_peak_bytes": peak, "max_abs_diff": diff, "peak_method": "ru_maxrss (whole process)"}
+    return record
 
 
 @register("cli_tensorflow", "CLI extract end to end (tensorflow)", package="tensorflow", backend="tensorflow",

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["PeakMeter", "time_calls", "NO_CHECK"]
+__all__ = ["PeakMeter", "time_calls", "time_command", "NO_CHECK"]
 
 
 def _status_bytes(field: str) -> Optional[int]:
@@ -111,3 +111,33 @@ def time_calls(call: Callable[[], Any], repeats: int, cold: bool, check: Callabl
         record["warm_peak_bytes"] = max(peaks)
         record["warm_times"] = times
     return record
+
+
+def time_command(cmd: List[str], repeats: int, *, env: Optional[Dict[str, str]] = None,
+                 what: str = "command") -> Dict[str, Any]:
+    """Run ``cmd`` ``repeats`` times, each in a fresh process: a command line end to end.
+
+    Returns the :func:`time_calls` fields: cold = the first run, warm = the
+    median of all runs (wall and CPU seconds of the child, user + system);
+    peak = the largest child's resident memory (``ru_maxrss``, the whole
+    process).  A failing run raises ``RuntimeError`` naming ``what``.
+    """
+    import resource
+    import subprocess
+
+    times: List[float] = []
+    cpus: List[float] = []
+    for _ in range(max(1, repeats)):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        if proc.returncode:
+            raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-500:]}")
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    return {"cold_seconds": times[0], "cold_cpu_seconds": cpus[0], "warm_seconds": float(statistics.median(times)),
+            "warm_cpu_seconds": float(statistics.median(cpus)), "warm_times": times, "cold_peak_bytes": peak,
+            "warm_peak_bytes": peak, "peak_method": "ru_maxrss (whole process)"}
