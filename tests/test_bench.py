@@ -137,3 +137,77 @@ def test_a_registered_mode_takes_its_place_in_the_table(monkeypatch):
     finally:
         registry.MODES.clear()
         registry.MODES.update(saved)
+
+
+def test_gpu_modes_run_only_when_asked():
+    from ptycho.bench.gpu import GPU_MODES
+    from ptycho.bench.runner import _selected_modes, build_parser
+
+    parser = build_parser()
+    gpu = {n for n, m in bench.MODES.items() if m.device == "gpu"}
+    assert gpu == set(GPU_MODES)
+    assert not gpu & set(_selected_modes(parser.parse_args([]), parser))
+    assert gpu <= set(_selected_modes(parser.parse_args(["--gpu"]), parser))
+    chosen = _selected_modes(parser.parse_args(["--modes", "numpy,jax_gpu"]), parser)
+    assert "jax_gpu" in chosen and "cupy" not in chosen
+
+
+def test_gpu_rows_are_exact_or_skipped(tmp_path):
+    """Where no library sees a GPU the rows say skipped (not a failure); where one does, they are exact."""
+    status, result = _run(tmp_path, ["--backends", "numpy,jax", "--modes", "numpy", "--gpu", "--no-plot"])
+    assert status == 0
+    rows = {r["mode"]: r for r in result["rows"]}
+    for name in ("gpu_floor", "jax_gpu", "jax_gpu_plain", "cupy", "torch_cuda", "torch_gpu_peer"):
+        measured = [r for m, r in rows.items() if m == name or m.startswith(name + "-")]
+        assert measured, name
+        for row in measured:
+            if "seconds" not in row:
+                assert row["skipped"], row
+            elif name in ("jax_gpu", "cupy", "torch_cuda"):
+                assert row["max_abs_diff"] == 0, row  # compiled order, bit for bit
+                assert row["device"] == "gpu" and math.isfinite(row["ratio_to_floor"]) == ("gpu_floor" in rows)
+
+
+def test_device_timing_syncs_and_measures_every_call():
+    """time_device_calls with a stand-in device: each call synced, cold apart from warm, peaks kept."""
+    from ptycho.bench.gpu import _Device, time_device_calls
+
+    class Host(_Device):
+        name = "host"
+        synced = 0
+
+        def sync(self, result):
+            self.synced += 1
+            return result
+
+        def host(self, result):
+            return result
+
+        def peak(self):
+            return 16
+
+        def describe(self):
+            return "host"
+
+    device = Host()
+    record = time_device_calls(device, lambda: np.ones(3), repeats=3, cold=True, check=lambda r: float(r.sum()))
+    assert device.synced == 4  # one cold call and three warm ones
+    assert record["max_abs_diff"] == 3.0 and len(record["warm_times"]) == 3
+    assert record["cold_peak_bytes"] == record["warm_peak_bytes"] == 16 and record["gpu"] == "host"
+    record = time_device_calls(Host(), lambda: np.ones(3), repeats=3, cold=False, check=lambda r: 0.0)
+    assert len(record["warm_times"]) == 3  # the first call counts as a repeat
+
+
+def test_without_tensorflow_the_reference_is_the_numpy_backend(tmp_path, monkeypatch):
+    """No legacy loop: max|diff| is taken against the NumPy backend's compiled order, and says so."""
+    from ptycho.bench import runner
+
+    real = runner._importable
+    monkeypatch.setattr(runner, "_importable", lambda package: package != "tensorflow" and real(package))
+    status, result = _run(tmp_path, ["--modes", "numpy,numpy_plain", "--no-plot"])
+    assert status == 0
+    rows = {r["mode"]: r for r in result["rows"]}
+    assert "tensorflow" in rows["legacy"]["note"] and "not installed" in result["reference"]
+    assert "NumPy backend" in result["reference"]
+    assert rows["numpy"]["max_abs_diff"] == 0  # the same order as the reference
+    assert math.isfinite(rows["numpy_plain"]["max_abs_diff"])  # compared, not NaN

@@ -30,7 +30,8 @@ default run leaves the environment alone.
 
 Layout: :mod:`~ptycho.bench.registry` (the modes by name, :func:`register`),
 :mod:`~ptycho.bench.engines` (this package's engines and the floors),
-:mod:`~ptycho.bench.peers` (SciPy, OpenCV, PyTorch),
+:mod:`~ptycho.bench.peers` (SciPy, OpenCV, PyTorch), :mod:`~ptycho.bench.gpu`
+(the same workload on a visible GPU: JAX, CuPy, PyTorch, ``--gpu``),
 :mod:`~ptycho.bench.workload` (:func:`make_workload` and a worker's
 :class:`~ptycho.bench.workload.Job`), :mod:`~ptycho.bench.measure` (time and
 peak memory of calls), :mod:`~ptycho.bench.report` (table, targets, chart,
@@ -42,7 +43,7 @@ imported below.
 from __future__ import annotations
 
 # The modules that register modes, imported for their registrations.
-from ptycho.bench import engines, peers, reassembly  # noqa: F401
+from ptycho.bench import engines, gpu, peers, reassembly  # noqa: F401
 from ptycho.bench.registry import MODES, Mode, register
 from ptycho.bench.runner import build_parser, main
 from ptycho.bench.workload import make_workload

@@ -54,6 +54,11 @@ class Mode:
         Position in the table (ascending).
     listed:
         Selectable with ``--modes`` (the chunk study's mode is not).
+    device:
+        ``"cpu"`` or ``"gpu"``: where it computes; its ratio is to that
+        device's floor (``floor`` or ``gpu_floor``).
+    default:
+        Runs when ``--modes`` is not given (the GPU modes need ``--gpu``).
     """
 
     name: str
@@ -67,6 +72,8 @@ class Mode:
     reference: bool = False
     order: int = 100
     listed: bool = True
+    device: str = "cpu"
+    default: bool = True
 
 
 _REGISTRY: Dict[str, Mode] = {}

@@ -23,7 +23,8 @@ def rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict[str, 
     for name, rec in records.items():
         mode = MODES[name]
         if "error" in rec or "skipped" in rec:
-            out.append({"mode": name, "label": mode.label, "note": rec.get("error") or rec.get("skipped")})
+            out.append({"mode": name, "label": mode.label, "note": rec.get("error") or rec.get("skipped"),
+                        "skipped": "error" not in rec})
             continue
         variants = [("cold", "cold_seconds", "cold_peak_bytes"), ("warm", "warm_seconds", "warm_peak_bytes")]
         if not mode.compiled:
@@ -36,6 +37,7 @@ def rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict[str, 
             cpu_key = key.replace("_seconds", "_cpu_seconds")
             out.append({
                 "mode": name if not tag else f"{name}-{tag}",
+                "device": mode.device,
                 "label": mode.label + (f" {tag}" if tag else ""),
                 "count_timed": rec["count"],
                 "seconds": per_patch * full_count,
@@ -48,10 +50,13 @@ def rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict[str, 
                 "peak_method": rec.get("peak_method"),
             })
     legacy = next((r for r in out if r["mode"] == "legacy" and "seconds" in r), None)
-    floor = next((r for r in out if r["mode"] == "floor" and "seconds" in r), None)
+    # each row's floor is its device's: the host's memory floor, or the GPU's
+    floors = {device: next((r for r in out if r["mode"] == name and "seconds" in r), None)
+              for device, name in (("cpu", "floor"), ("gpu", "gpu_floor"))}
     for row in out:
         if "seconds" not in row:
             continue
+        floor = floors[row["device"]]
         row["speedup_vs_legacy"] = legacy["seconds"] / row["seconds"] if legacy else float("nan")
         row["ratio_to_floor"] = row["seconds"] / floor["seconds"] if floor else float("nan")
     return out

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", default=None,
                         help=f"comma list of modes (default all): {','.join(MODES)}; legacy and floor always "
                              "run (legacy needs tensorflow)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="add the GPU modes (JAX, CuPy and PyTorch on a visible GPU, the GPU memory floor and "
+                             "torch grid_sample on the GPU); a library that sees no GPU gives a 'skipped' row")
     parser.add_argument("--repeats", type=int, default=None, help="warm repeats, median reported (default 5; --quick 2)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     parser.add_argument("--hugepages", action="store_true",
@@ -147,13 +150,13 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, workdir: st
 
 
 def _selected_modes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[str]:
-    modes = list(MODES)
+    modes = [m for m in MODES if MODES[m].default or (args.gpu and MODES[m].device == "gpu")]
     if args.modes:
         wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
         unknown = sorted(set(wanted) - set(MODES))
         if unknown:
             parser.error(f"--modes: unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
-        modes = [m for m in MODES if m in wanted or MODES[m].always]
+        modes = [m for m in MODES if m in wanted or MODES[m].always or (args.gpu and MODES[m].device == "gpu")]
     if args.backends:
         backend_modes = _backend_modes()
         names = {b.strip().lower() for b in args.backends.split(",") if b.strip()}
@@ -164,6 +167,26 @@ def _selected_modes(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         dropped = {m for b, ms in backend_modes.items() if b not in names for m in ms}
         modes = [m for m in modes if m not in dropped]
     return modes
+
+
+def _fallback_reference(modes: Sequence[str], spec: Dict[str, Any]) -> Optional[str]:
+    """Without TensorFlow (no legacy loop), write the reference with the NumPy backend; a note, or None.
+
+    The NumPy backend's compiled order is held bit-exact against PtychoPINN's
+    legacy loop by the fixture tests, so ``max|diff|`` keeps its meaning.
+    """
+    if not any(m for m in modes if not MODES[m].always):
+        return None
+    if "legacy" not in modes:
+        why = "the legacy loop is not selected (--backends)"
+    elif not _importable(MODES["legacy"].package):
+        why = f"{MODES['legacy'].package} (the legacy loop) is not installed"
+    else:
+        return None
+    record = _run_worker("reference_numpy", spec)
+    if "error" in record:
+        return f"no reference: {why}, and the NumPy reference failed: {record['error']}"
+    return f"max|diff| is against the NumPy backend's compiled order: {why}"
 
 
 def _chunk_counts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[int]:
@@ -197,6 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = _spec(args, parser, workdir)
         progress = _progress(len(modes) + len(chunk_counts))
         records: Dict[str, Dict[str, Any]] = {}
+        reference_note = _fallback_reference(modes, spec)
         # The reference (legacy) first: it writes what every other mode compares to.
         for name in sorted(modes, key=lambda m: not MODES[m].reference):
             package = MODES[name].package
@@ -228,6 +252,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "targets": report.targets(rows),
     }
     print(report.format_table(rows, spec["count"]))
+    if reference_note:
+        result["reference"] = reference_note
+        print(f"  ({reference_note})")
     print()
     reference = (spec["N"], spec["object_size"], spec["count"], spec["gridsize"]) == (64, 392, 20000, 2)
     if not reference:
