@@ -280,20 +280,60 @@ def test_backends_bit_identical(backend, regime):
     assert_close(got, reference, backend=backend.value, dtype=np.complex128, exact=True)
 
 
+@pytest.mark.parametrize("evaluation", ["compiled", "plain"])
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("regime, M", [("random", 10), ("wide", 16), ("integer", 6)])
+def test_numpy_windows_numba_equals_array(regime, M, dname, evaluation):
+    """The NumPy backend's windows by the Numba kernel (its default with ``ptycho[fast]``) equal the
+    array-API algorithm's bit for bit: shift_and_sum and reassemble_position (the ones' windows too)."""
+    from ptycho.testing import require_extra
+
+    require_extra("fast", "numba")
+    from ptycho.backends import _numpy, placement
+
+    obj, offsets = reassembly_case(regime, 9, 16, dname)
+    flat = offsets.reshape(-1, 2)
+    results = {}
+    for name in ("array", "numba"):
+        with _numpy.kernel(name):
+            results[name] = [
+                placement.shift_and_sum(obj[..., 0], flat, M, backend="numpy", evaluation=evaluation),
+                placement.reassemble_position(obj[..., 0], flat, M, backend="numpy", evaluation=evaluation),
+            ]
+    for got, reference in zip(results["numba"], results["array"]):
+        assert_close(got, reference, backend="numpy", dtype=DTYPES[dname], exact=True)
+
+
+def _default_device_is_cpu(backend) -> bool:
+    """Whether the backend computes on a CPU by default (where its one scatter applies updates in order)."""
+    if backend.value == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend.value == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return True
+
+
 @pytest.mark.parametrize("op", ["shift_and_sum", "reassemble_position", "place_patches"])
 def test_deterministic_and_ordered_path(backend, op):
-    """The same bits twice; the row-by-row (GPU) path gives the CPU scatter's bits."""
+    """The row-by-row path gives the NumPy backend's bits (CPU, in patch order) twice, on every device;
+    on a CPU the one-scatter path gives them too (on a GPU its atomics may not)."""
     from ptycho.backends import placement
 
     obj, offsets = reassembly_case("wide", 40, 16)
     patches, flat = obj[..., 0], offsets.reshape(-1, 2)
     if op == "place_patches":
-        run = functools.partial(placement.place_patches, patches, flat + 12.0, (30, 34), backend=backend.value)
+        run = functools.partial(placement.place_patches, patches, flat + 12.0, (30, 34))
     else:
-        run = functools.partial(getattr(placement, op), patches, flat, 10, backend=backend.value)
-    first = to_numpy(run(ordered=False))
-    assert_close(run(ordered=False), first, exact=True)
-    assert_close(run(ordered=True), first, exact=True)
+        run = functools.partial(getattr(placement, op), patches, flat, 10)
+    reference = to_numpy(run(backend="numpy", ordered=False))
+    assert_close(run(backend=backend.value, ordered=True), reference, exact=True)
+    assert_close(run(backend=backend.value, ordered=True), reference, exact=True)
+    if _default_device_is_cpu(backend):
+        assert_close(run(backend=backend.value, ordered=False), reference, exact=True)
 
 
 def test_chunks_carry_the_canvas(backend, monkeypatch):
@@ -668,16 +708,47 @@ def test_cli_stitch_png(grouped_file, tmp_path):
     assert np.load(tmp_path / "o.npz")["object"].shape == (50, 44)
 
 
+def _bench_spec(tmp_path, **extra):
+    spec = {"N": 16, "object_size": 40, "count": 16, "gridsize": 1, "repeats": 1, "seed": 0, "hugepages": False,
+            "workdir": str(tmp_path), "reassembly_M": 10, "reassembly_legacy_count": 4, "subset_count": 8,
+            "legacy_count": 8}
+    spec.update(extra)
+    return spec
+
+
+def _installed(package) -> bool:
+    import importlib.util
+
+    return package is None or importlib.util.find_spec(package) is not None
+
+
 def test_bench_reassembly_modes(tf, tmp_path):
     """The benchmark's reassembly modes run (in-process, tiny) and the windowed ones equal the loop."""
     from ptycho.bench import reassembly
+    from ptycho.bench.registry import mode, run_mode
+
+    spec = _bench_spec(tmp_path)
+    records = {name: run_mode(name, spec) for name in reassembly.MODE_NAMES if _installed(mode(name).package)}
+    assert {"reassembly_numpy", "reassembly_tf"} <= set(records)
+    rows = reassembly._rows(records, 10, spec)
+    windowed = [r for r in rows if r["mode"].startswith(("reassembly_tf", "reassembly_jax", "reassembly_num"))]
+    assert windowed and all(r["max_abs_diff"] == 0 for r in windowed)
+    tf_warm = next(r for r in rows if r["mode"] == "reassembly_tf-warm")
+    assert tf_warm["ratio_to_tf"] == 1.0 and all(r["ratio_to_floor"] > 0 for r in windowed)
+    table = reassembly.format_table(rows, 16)
+    assert "legacy full-canvas loop" in table and "NumPy array-API" in table and "cpu/TF" in table
+
+
+def test_bench_stitch_cli_modes(tmp_path):
+    """The stitch command end to end (NumPy; JAX when installed, equal to NumPy's output) and its floor."""
+    from ptycho.bench import reassembly
     from ptycho.bench.registry import run_mode
 
-    spec = {"N": 16, "object_size": 40, "count": 16, "gridsize": 1, "repeats": 1, "seed": 0, "hugepages": False,
-            "workdir": str(tmp_path), "reassembly_M": 10, "reassembly_legacy_count": 4}
-    records = {name: run_mode(name, spec) for name in reassembly.MODE_NAMES
-               if name != "reassembly_jax" or Backend.JAX.installed()}
-    rows = reassembly._rows(records, 10, spec)
-    windowed = [r for r in rows if r["mode"].startswith(("reassembly_tf", "reassembly_jax"))]
-    assert windowed and all(r["max_abs_diff"] == 0 for r in windowed)
-    assert "legacy full-canvas loop" in reassembly.format_table(rows, 16)
+    spec = _bench_spec(tmp_path)
+    names = ["stitch_floor", "cli_stitch_numpy"] + (["cli_stitch_jax"] if Backend.JAX.installed() else [])
+    records = {name: run_mode(name, spec) for name in names}
+    rows = reassembly._rows(records, None, spec, floor="stitch_floor", tf="cli_stitch_tensorflow")
+    assert [r["mode"] for r in rows] == names
+    assert all(r["seconds"] > 0 and r["ratio_to_floor"] > 0 for r in rows)
+    assert all(r["max_abs_diff"] == 0 for r in rows if r["mode"] == "cli_stitch_jax")
+    assert "CLI stitch end to end (numpy)" in reassembly.format_table(rows, 16)

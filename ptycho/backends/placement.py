@@ -224,7 +224,9 @@ def shift_windows(
     count, m = int(crops.shape[0]), int(crops.shape[1])
     t = offsets
     origin = xp.astype(xp.stack([xp.floor(t[:, 1]), xp.floor(t[:, 0])], axis=1), xp.int32) + pad
-    windows = translate_window(
+    # A backend may supply its own translate_window (NumPy: the Numba kernel, bit for bit the same).
+    translate = getattr(xp, "translate_window", translate_window)
+    windows = translate(
         crops, t, output_size=(m + 1, m + 1), xp=xp, source_origin=(pad, pad),
         output_origin=origin, evaluation=evaluation, fma_guard=fma_guard,
     )

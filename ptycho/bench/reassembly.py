@@ -10,29 +10,54 @@ reassembly_legacy  PtychoPINN's loop: every crop zero-padded to the whole canvas
                    ``result += translated``; timed on a subset, scaled per patch
 reassembly_tf      ``ptycho.tf_helper.shift_and_sum`` (windowed, TF/XLA)
 reassembly_jax     ``placement.shift_and_sum(..., backend='jax')`` (windowed, jit)
+reassembly_numba   ``placement.shift_and_sum(..., backend='numpy')``, the windows by
+                   the Numba kernel (the NumPy default with ``ptycho[fast]``)
+reassembly_numpy   the same with the array-API algorithm (``kernel('array')``; the
+                   default without numba); timed on the subset, scaled per patch
 reassembly_floor   the memory floor: read every crop pixel once, write the canvas once
 ================== ===========================================================
 
+Once per run (no M), the command line end to end, like the extraction's
+``cli_*`` / ``save_floor`` rows (:mod:`ptycho.bench.fast`):
+
+===================== ========================================================
+cli_stitch_numpy      ``ptycho-patches stitch`` in a fresh process (import, read
+cli_stitch_tensorflow the grouped file, place and normalise, the coverage, the
+cli_stitch_jax        comparison with objectGuess, write the .npz) of the
+                      workload's patches, made once by ``ptycho-patches extract``
+stitch_floor          the floor of that job: read ``Y`` from the grouped file,
+                      write the canvases as the command does
+===================== ========================================================
+
 Each mode runs in its own process, like the extraction modes.  The windowed
-modes also run on the legacy subset, whose canvas they must equal (max |diff|).
+modes also run on the legacy subset, whose canvas they must equal (max |diff|);
+the stitch rows compare with the NumPy stitch's output.
 The modes are not listed in the extraction table (``listed=False``):
-:func:`run_section` runs them and :func:`format_table` prints their own table.
+:func:`run_section` runs them and :func:`format_table` prints their own table,
+with each row's time over TF's (the windowed TF row; the TF command line) and
+over the floor.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ptycho.bench.measure import NO_CHECK, time_calls
+from ptycho.bench.measure import NO_CHECK, time_calls, time_command
 from ptycho.bench.registry import register
 from ptycho.bench.workload import Job
 
-__all__ = ["MODE_NAMES", "legacy_shift_and_sum", "run_section", "format_table"]
+__all__ = ["MODE_NAMES", "STITCH_MODE_NAMES", "legacy_shift_and_sum", "run_section", "format_table"]
 
-MODE_NAMES = ("reassembly_legacy", "reassembly_floor", "reassembly_tf", "reassembly_jax")
+MODE_NAMES = ("reassembly_legacy", "reassembly_floor", "reassembly_tf", "reassembly_jax", "reassembly_numba",
+              "reassembly_numpy")
 #: Modes per M, in table order; the legacy one writes the reference the others compare to.
+STITCH_MODE_NAMES = ("stitch_floor", "cli_stitch_numpy", "cli_stitch_tensorflow", "cli_stitch_jax")
+#: The command line end to end, once per run; the NumPy stitch writes the output the others compare to.
 
 
 def _inputs(job: Job, count: int):
@@ -72,6 +97,16 @@ def _reference_path(job: Job):
     return job.reference_path.with_name(f"reassembly_M{job.spec['reassembly_M']}.npy")
 
 
+def _centre_path(job: Job) -> Path:
+    return job.reference_path.with_name(f"reassembly_M{job.spec['reassembly_M']}_centre.npy")
+
+
+def _subset_centre(job: Job, offsets: np.ndarray) -> np.ndarray:
+    """The legacy run's centre of the subset's offsets (no TensorFlow import here), else computed."""
+    path = _centre_path(job)
+    return np.load(path) if path.exists() else _tf_mean(offsets)
+
+
 def _check(job: Job, subset_result: Any) -> float:
     from ptycho.testing import max_abs_diff
 
@@ -98,6 +133,8 @@ def _legacy(job: Job) -> Dict[str, Any]:
 
     def save(result: Any) -> float:
         np.save(_reference_path(job), result.numpy())
+        # PtychoPINN's float32 centre of the subset: the windowed modes recentre by it to compare exactly.
+        np.save(_centre_path(job), _tf_mean(offsets.numpy()))
         return 0.0
 
     return time_calls(lambda: legacy_shift_and_sum(patches, offsets, M), 1, cold=False, check=save)
@@ -152,12 +189,40 @@ def _jax(job: Job) -> Dict[str, Any]:
         p, o = jnp.asarray(patches[..., 0]), jnp.asarray(offsets.reshape(-1, 2).astype(np.float32))
         k = job.spec["reassembly_legacy_count"]
         # The float32 mean of the tf_helper path, so that the subset compares exactly.
-        centre = np.asarray(_tf_mean(offsets[:k]))
+        centre = np.asarray(_subset_centre(job, offsets[:k]))
         record = time_calls(lambda: shift_and_sum(p, o, M, backend="jax").block_until_ready(), job.repeats,
                             cold=True, check=NO_CHECK)
         subset = shift_and_sum(p[:k], o[:k] - centre, M, backend="jax", recentre=False)
         record["max_abs_diff"] = _check(job, np.asarray(subset))
     return record
+
+
+def _numpy(job: Job, kernel: str, cold: bool) -> Dict[str, Any]:
+    from ptycho.backends import _numpy
+    from ptycho.backends.placement import shift_and_sum
+
+    M = job.spec["reassembly_M"]
+    patches, offsets = _inputs(job, job.count)
+    p, o = patches[..., 0], offsets.reshape(-1, 2).astype(np.float32)
+    k = min(job.spec["reassembly_legacy_count"], job.count)
+    centre = np.asarray(_subset_centre(job, offsets[:k]))
+    with _numpy.kernel(kernel):
+        record = time_calls(lambda: shift_and_sum(p, o, M, backend="numpy"), job.repeats, cold=cold, check=NO_CHECK)
+        record["max_abs_diff"] = _check(job, shift_and_sum(p[:k], o[:k] - centre, M, backend="numpy",
+                                                          recentre=False))
+    return record
+
+
+@register("reassembly_numba", "windowed, NumPy + Numba kernel", package="numba", backend="numpy",
+          count="count", compiled=True, listed=False, order=2004)
+def _numba(job: Job) -> Dict[str, Any]:
+    return _numpy(job, "numba", cold=True)
+
+
+@register("reassembly_numpy", "windowed, NumPy array-API", backend="numpy", count="subset_count",
+          listed=False, order=2005)
+def _numpy_array(job: Job) -> Dict[str, Any]:
+    return _numpy(job, "array", cold=False)
 
 
 def _tf_mean(offsets: np.ndarray) -> np.ndarray:
@@ -167,6 +232,93 @@ def _tf_mean(offsets: np.ndarray) -> np.ndarray:
     except ImportError:
         return offsets.reshape(-1, 2).astype(np.float32).mean(axis=0)
     return tf.reshape(tf.reduce_mean(tf.cast(offsets, tf.float32), axis=0), (2,)).numpy()
+
+
+# ---------------------------------------------------------------------------
+# The stitch command end to end, and the floor of its job.
+# ---------------------------------------------------------------------------
+
+
+def _stitch_input(job: Job) -> Path:
+    """The workload's patches as a grouped file (``ptycho-patches extract``, NumPy backend), made once."""
+    from ptycho.bench.fast import _dataset, cli_env, extract_command
+
+    path = Path(job.spec["workdir"]) / f"stitch-groups-{job.count}.npz"
+    if not path.exists():
+        tmp = path.with_name(f"tmp-{path.name}")
+        proc = subprocess.run(extract_command(job, _dataset(job), tmp, "numpy"), capture_output=True, text=True,
+                              env=cli_env())
+        if proc.returncode:
+            raise RuntimeError(f"ptycho-patches extract (the stitch's input) failed: {proc.stderr.strip()[-500:]}")
+        tmp.replace(path)
+    return path
+
+
+def _stitch_reference(job: Job) -> Path:
+    return Path(job.spec["workdir"]) / f"stitch-reference-{job.count}.npz"
+
+
+def _stitch_diff(out: Path, reference: Path) -> float:
+    """max |diff| of the object and the coverage against the reference output (NaN without one)."""
+    if not reference.exists():
+        return float("nan")
+    with np.load(out) as got, np.load(reference) as ref:
+        return max(float(np.max(np.abs(got[k].astype(np.complex128) - ref[k]), initial=0.0))
+                   for k in ("object", "coverage"))
+
+
+def _cli_stitch(job: Job, backend: str) -> Dict[str, Any]:
+    from ptycho.bench.fast import cli_env
+
+    src = _stitch_input(job)
+    out = Path(job.spec["workdir"]) / f"stitch-{backend}.npz"
+    cmd = [sys.executable, "-m", "ptycho", "stitch", str(src), "-o", str(out), "--backend", backend,
+           "--overwrite", "--quiet"]
+    record = time_command(cmd, min(job.repeats, 3), env=cli_env(), what="ptycho-patches stitch")
+    reference = _stitch_reference(job)
+    if backend == "numpy":
+        out.replace(reference)  # the others compare with it
+        record["max_abs_diff"] = float("nan")
+    else:
+        record["max_abs_diff"] = _stitch_diff(out, reference)
+        out.unlink()
+    return record
+
+
+@register("cli_stitch_numpy", "CLI stitch end to end (numpy)", backend="numpy", listed=False, order=2010)
+def _cli_stitch_numpy(job: Job) -> Dict[str, Any]:
+    return _cli_stitch(job, "numpy")
+
+
+@register("cli_stitch_tensorflow", "CLI stitch end to end (tensorflow)", package="tensorflow",
+          backend="tensorflow", listed=False, order=2011)
+def _cli_stitch_tf(job: Job) -> Dict[str, Any]:
+    return _cli_stitch(job, "tensorflow")
+
+
+@register("cli_stitch_jax", "CLI stitch end to end (jax)", package="jax", backend="jax", listed=False, order=2012)
+def _cli_stitch_jax(job: Job) -> Dict[str, Any]:
+    return _cli_stitch(job, "jax")
+
+
+@register("stitch_floor", "floor of the CLI stitch: read Y, write the canvases", listed=False, order=2009)
+def _stitch_floor(job: Job) -> Dict[str, Any]:
+    from ptycho._io import save_npz
+
+    src = _stitch_input(job)
+    out = Path(job.spec["workdir"]) / "stitch-floor.npz"
+    size = job.spec["object_size"]  # the canvas: the objectGuess's shape
+
+    def call() -> None:
+        with np.load(src) as data:
+            y = data["Y"]  # the patches read once
+        canvas = np.empty((size, size), np.complex64)
+        canvas.fill(y.flat[0])
+        save_npz(out, {"object": canvas, "coverage": canvas.real.astype(np.float32)}, overwrite=True)
+
+    record = time_calls(call, job.repeats, cold=False, check=NO_CHECK)
+    out.unlink()
+    return record
 
 
 def run_section(spec: Dict[str, Any], Ms: Sequence[int], legacy_count: int,
@@ -186,10 +338,19 @@ def run_section(spec: Dict[str, Any], Ms: Sequence[int], legacy_count: int,
             records[name] = (run_worker(name, sub) if importable(package)
                              else {"mode": name, "skipped": f"{package} is not installed"})
         rows.extend(_rows(records, int(M), spec))
+    records = {}
+    for name in STITCH_MODE_NAMES:
+        package = mode(name).package
+        records[name] = (run_worker(name, spec) if importable(package)
+                         else {"mode": name, "skipped": f"{package} is not installed"})
+    rows.extend(_rows(records, None, spec, floor="stitch_floor", tf="cli_stitch_tensorflow"))
     return rows
 
 
-def _rows(records: Dict[str, Dict[str, Any]], M: int, spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _rows(records: Dict[str, Dict[str, Any]], M: Optional[int], spec: Dict[str, Any], *,
+          floor: str = "reassembly_floor", tf: str = "reassembly_tf-warm") -> List[Dict[str, Any]]:
+    """Table rows of one M (or of the stitch command, M None): seconds per the whole workload, and each
+    row's wall and CPU time over the ``floor`` mode's, the ``tf`` row's and the legacy loop's."""
     from ptycho.bench.registry import mode
 
     full = spec["count"]
@@ -213,29 +374,52 @@ def _rows(records: Dict[str, Dict[str, Any]], M: int, spec: Dict[str, Any]) -> L
                         "cpu_seconds": rec[key.replace("_seconds", "_cpu_seconds")] / rec["count"] * full,
                         "peak_bytes": rec[peak], "peak_over_patches": rec[peak] / patch_bytes,
                         "max_abs_diff": rec.get("max_abs_diff", float("nan"))})
-    legacy = next((r for r in out if r["mode"] == "reassembly_legacy" and "seconds" in r), None)
-    floor = next((r for r in out if r["mode"] == "reassembly_floor" and "seconds" in r), None)
+    found = {key: next((r for r in out if r["mode"] == key and "seconds" in r), None)
+             for key in ("reassembly_legacy", floor, tf)}
+    legacy, floor_row, tf_row = found["reassembly_legacy"], found[floor], found[tf]
+    nan = float("nan")
     for row in out:
         if "seconds" in row:
-            row["speedup_vs_legacy"] = legacy["seconds"] / row["seconds"] if legacy else float("nan")
-            row["ratio_to_floor"] = row["seconds"] / floor["seconds"] if floor else float("nan")
+            row["speedup_vs_legacy"] = legacy["seconds"] / row["seconds"] if legacy else nan
+            row["ratio_to_floor"] = row["seconds"] / floor_row["seconds"] if floor_row else nan
+            row["cpu_ratio_to_floor"] = (row["cpu_seconds"] / floor_row["cpu_seconds"]
+                                         if floor_row and floor_row["cpu_seconds"] > 0 else nan)
+            row["ratio_to_tf"] = row["seconds"] / tf_row["seconds"] if tf_row else nan
+            row["cpu_ratio_to_tf"] = (row["cpu_seconds"] / tf_row["cpu_seconds"]
+                                      if tf_row and tf_row["cpu_seconds"] > 0 else nan)
     return out
 
 
 def format_table(rows: Sequence[Dict[str, Any]], count: int) -> str:
-    """The reassembly table (plain text, also used verbatim in docs/PERFORMANCE.md)."""
+    """The reassembly table (plain text, also used verbatim in docs/PERFORMANCE.md).
+
+    ``/ TF`` and ``/ floor`` divide wall (and CPU) seconds by those of TF's
+    windowed warm row and of the floor, of the same M; the stitch rows (M
+    ``-``) by the TF command line's and the stitch floor's.
+    """
     from ptycho.bench.report import fmt
 
-    head = (f"{'M':>3} {'mode':<50} {'timed':>6} {'s/' + str(count):>9} {'cpu s':>8} {'vs legacy':>10} "
-            f"{'/ floor':>8} {'peak MB':>8} {'max|diff|':>9}")
+    head = (f"{'M':>3} {'mode':<52} {'timed':>6} {'s/' + str(count):>9} {'cpu s':>8} {'vs legacy':>10} "
+            f"{'/ TF':>7} {'cpu/TF':>7} {'/ floor':>8} {'cpu/fl':>7} {'peak MB':>8} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        m = "-" if r["M"] is None else r["M"]
         if "seconds" not in r:
-            lines.append(f"{r['M']:>3} {r['label']:<50} skipped: {r['note']}")
+            lines.append(f"{m:>3} {r['label']:<52} skipped: {r['note']}")
             continue
+        ratios = " ".join(_times(r[key], spec, width) for key, spec, width in (
+            ("speedup_vs_legacy", ".0f", 10), ("ratio_to_tf", ".2f", 7), ("cpu_ratio_to_tf", ".2f", 7),
+            ("ratio_to_floor", ".1f", 8), ("cpu_ratio_to_floor", ".1f", 7)))
         lines.append(
-            f"{r['M']:>3} {r['label']:<50} {r['count_timed']:>6} {r['seconds']:>9.3f} {r['cpu_seconds']:>8.2f} "
-            f"{fmt(r['speedup_vs_legacy'], '>9.0f')}x {fmt(r['ratio_to_floor'], '>7.1f')}x "
-            f"{r['peak_bytes'] / 1e6:>8.1f} {fmt(r['max_abs_diff'], '>9.1e')}"
+            f"{m:>3} {r['label']:<52} {r['count_timed']:>6} {r['seconds']:>9.3f} {r['cpu_seconds']:>8.2f} "
+            f"{ratios} {r['peak_bytes'] / 1e6:>8.1f} {fmt(r['max_abs_diff'], '>9.1e')}"
         )
     return "\n".join(lines)
+
+
+def _times(value: float, spec: str, width: int) -> str:
+    """A ratio as ``12.3x`` right-aligned in ``width`` (``-`` when undefined)."""
+    from ptycho.bench.report import fmt
+
+    text = fmt(value, spec)
+    return f"{text + 'x' if text != '-' else text:>{width}}"
