@@ -19,6 +19,10 @@ float32 (``a``, ``b``, ``c`` float32)
     neighbour); then the sign of ``e`` picks the neighbour.  The one
     overflow midpoint (``FLT_MAX`` + half an ulp) is handled the same way.
     Every product here is exact, so a compiler's contraction changes nothing.
+    The round trips ``float64(float32(x))`` are not identities, but a compiler
+    allowed excess precision may treat them as such (XLA's GPU pipeline does
+    by default): with ``one``, a runtime 1.0 multiplies the float32 value in
+    between, which keeps both roundings.
 
 float64 (``a``, ``b``, ``c`` float64)
     Boldo and Melquiond's emulation (IEEE TC 57(4), 2008): ``a*b = uh + ul``
@@ -109,15 +113,18 @@ def _round_to_odd_sum(a: Any, b: Any, *, xp: Any) -> Any:
     return xp.where((e != 0) & even, xp.nextafter(s, towards), s)
 
 
-def _fma32(a: Any, b: Any, c: Any, *, xp: Any) -> Any:
+def _fma32(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     wide = xp.float64
     q = xp.astype(a, wide) * xp.astype(b, wide)  # exact
     s, e = two_sum(q, xp.astype(c, wide))  # s + e == a*b + c exactly
     r = xp.astype(s, xp.float32)
-    t = s - xp.astype(r, wide)  # exact; |t| <= half an ulp of r
+    # The round trips float64 -> float32 -> float64 below are guarded: with
+    # excess precision allowed (XLA's default on GPUs) a compiler may fold such
+    # a chain into the identity, which would make every t zero.
+    t = s - xp.astype(_guarded(r, one), wide)  # exact; |t| <= half an ulp of r
     z = s + t  # r + 2t: the other float32 neighbour when s is a midpoint
     rz = xp.astype(z, xp.float32)
-    midpoint = (t != 0) & (xp.astype(rz, wide) == z) & xp.isfinite(t)
+    midpoint = (t != 0) & (xp.astype(_guarded(rz, one), wide) == z) & xp.isfinite(t)
     round_away = midpoint & (e != 0) & ((e > 0) == (t > 0))
     out = xp.where(round_away, rz, r)
     # s exactly at the overflow midpoint: RN(s) is inf, but an error towards zero gives FLT_MAX
@@ -144,9 +151,11 @@ def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
     xp : namespace
         Array namespace of the inputs.
     one : scalar array equal to 1, optional
-        For compiling backends: a runtime 1.0 that guards inexact products of
-        the float64 algorithm against contraction (unused for float32, whose
-        products are exact).
+        For compiling backends: a runtime 1.0 (of the dtype of ``a``) that
+        guards inexact products of the float64 algorithm against contraction,
+        and the float32 algorithm's float64 -> float32 -> float64 round trips
+        against being folded away (XLA's excess precision, on by default on
+        GPUs).
 
     Returns
     -------
@@ -157,7 +166,7 @@ def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
     beyond the overflow threshold gives the infinity of its sign.
     """
     if a.dtype == xp.float32:
-        return _fma32(a, b, c, xp=xp)
+        return _fma32(a, b, c, xp=xp, one=one)
     if a.dtype == xp.float64:
         return _fma64(a, b, c, xp=xp, one=one)
     raise TypeError(f"fma: expected float32 or float64 arrays, got {a.dtype}")
