@@ -211,3 +211,14 @@ def test_without_tensorflow_the_reference_is_the_numpy_backend(tmp_path, monkeyp
     assert "NumPy backend" in result["reference"]
     assert rows["numpy"]["max_abs_diff"] == 0  # the same order as the reference
     assert math.isfinite(rows["numpy_plain"]["max_abs_diff"])  # compared, not NaN
+
+
+def test_targets_without_a_legacy_row_are_not_applicable():
+    """A ratio to a legacy loop that did not run is n/a, not "NOT met"."""
+    from ptycho.bench import report
+
+    row = {"mode": "jax-warm", "seconds": 1.0, "speedup_vs_legacy": float("nan"), "ratio_to_floor": 2.0}
+    checks = {t["target"]: t for t in report.targets([row])}
+    assert checks["JAX warm >= 50x legacy"]["met"] is None
+    row["speedup_vs_legacy"] = 60.0
+    assert {t["target"]: t for t in report.targets([row])}["JAX warm >= 50x legacy"]["met"] is True

@@ -97,7 +97,9 @@ def targets(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         checks.append({"target": name, "value": value, "met": ok})
 
     def get(mode: str, key: str) -> Optional[float]:
-        return by[mode][key] if mode in by else None
+        """The value, or None where the row or the value is missing (no legacy loop: NaN ratios)."""
+        value = by[mode][key] if mode in by else None
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
     tf_w, tf_c = get("tf-warm", "speedup_vs_legacy"), get("tf-cold", "speedup_vs_legacy")
     add("TF batched warm >= 100x legacy", tf_w, None if tf_w is None else tf_w >= 100)
