@@ -336,18 +336,32 @@ def test_deterministic_and_ordered_path(backend, op):
         assert_close(run(backend=backend.value, ordered=False), reference, exact=True)
 
 
-def test_chunks_carry_the_canvas(backend, monkeypatch):
-    """Many chunks (a padded last one) give the one-chunk bits: chunks run in order."""
+CHUNKED_OPS = {
+    # op -> (call, updates per patch)
+    "shift_and_sum": (lambda pl, p, f, b: pl.shift_and_sum(p, f, 10, backend=b), 11 * 11),
+    "reassemble_position": (lambda pl, p, f, b: pl.reassemble_position(p, f, 10, backend=b), 11 * 11),
+    "place_patches": (lambda pl, p, f, b: pl.place_patches(p, f + 12.0, (30, 34), backend=b), 4 * 16 * 16),
+    "place_normalized": (lambda pl, p, f, b: pl.place_patches(p, f + 12.0, (30, 34), backend=b, normalize=True),
+                         4 * 16 * 16),
+    "place_weighted_normalized": (
+        lambda pl, p, f, b: pl.place_patches(p, f + 12.0, (30, 34), backend=b, normalize=True,
+                                             weights=np.linspace(0.5, 1.5, 256).reshape(16, 16)),
+        4 * 16 * 16),
+}
+
+
+@pytest.mark.parametrize("op", list(CHUNKED_OPS))
+def test_chunks_carry_the_canvas(backend, op, monkeypatch):
+    """Many chunks (a padded last one) give the one-chunk bits: chunks run in order, and the rows that
+    pad the last chunk add nothing -- not even to the ones/weights canvas of the normalised ops."""
     from ptycho.backends import placement
 
     obj, offsets = reassembly_case("wide", 40, 16)
     patches, flat = obj[..., 0], offsets.reshape(-1, 2)
-    whole_sum = to_numpy(placement.shift_and_sum(patches, flat, 10, backend=backend.value))
-    whole_place = to_numpy(placement.place_patches(patches, flat + 12.0, (30, 34), backend=backend.value))
-    monkeypatch.setattr(placement, "CHUNK_UPDATES", 7 * 11 * 11)  # 7 patches per chunk: 6 chunks
-    assert_close(placement.shift_and_sum(patches, flat, 10, backend=backend.value), whole_sum, exact=True)
-    monkeypatch.setattr(placement, "CHUNK_UPDATES", 7 * 4 * 16 * 16)
-    assert_close(placement.place_patches(patches, flat + 12.0, (30, 34), backend=backend.value), whole_place, exact=True)
+    call, per_patch = CHUNKED_OPS[op]
+    whole = to_numpy(call(placement, patches, flat, backend.value))
+    monkeypatch.setattr(placement, "CHUNK_UPDATES", 7 * per_patch)  # 7 patches per chunk: 6 chunks, 2 rows pad
+    assert_close(call(placement, patches, flat, backend.value), whole, exact=True)
 
 
 # ---------------------------------------------------------------------------

@@ -276,10 +276,11 @@ def accumulate_windows(
 
 
 def place_updates_job(
-    patches: Any, positions: Any, weights: Any, *, shape: Tuple[int, int], mode: str, xp: Any,
+    patches: Any, positions: Any, valid: Any, weights: Any, *, shape: Tuple[int, int], mode: str, xp: Any,
 ) -> Tuple[Any, ...]:
     """Updates of one chunk of :func:`place_patches`: ``(index, *values)``.  ``mode``: 'plain' (re,
-    im), 'weighted' (w*re, w*im) or 'normalized' (w*re, w*im, w); ``weights`` (P or 1, N, N)."""
+    im), 'weighted' (w*re, w*im) or 'normalized' (w*re, w*im, w); ``weights`` (P or 1, N, N);
+    ``valid`` (P,) is 1 for a patch, 0 for a row that pads the last chunk (it adds no weight)."""
     re, im = xp.real(patches), xp.imag(patches)
     if mode == "plain":
         planes = (re, im)
@@ -287,22 +288,26 @@ def place_updates_job(
         w = xp.astype(weights, re.dtype)
         planes = (re * w, im * w)
         if mode == "normalized":
-            planes += (w + xp.zeros(tuple(re.shape), dtype=re.dtype, **_on(re, xp)),)
+            # w * 1 is w: a patch's weights keep their bits; a padding row's are 0.
+            planes += (w * xp.reshape(xp.astype(valid, re.dtype), (-1, 1, 1)),)
     index, values = spread_chunk(planes, positions, shape=shape, xp=xp)
     return (index,) + values
 
 
 def shift_updates_job(
-    crops: Any, offsets: Any, fma_guard: Any, *, pad: int, evaluation: str, ones: bool, xp: Any,
+    crops: Any, offsets: Any, valid: Any, fma_guard: Any, *, pad: int, evaluation: str, ones: bool, xp: Any,
 ) -> Tuple[Any, ...]:
-    """Updates of one chunk of :func:`shift_and_sum`: ``(index, re, im[, ones])``, each (P, (M+1)^2)."""
+    """Updates of one chunk of :func:`shift_and_sum`: ``(index, re, im[, ones])``, each (P, (M+1)^2).
+
+    ``valid`` (P,) is 1 for a patch, 0 for a row that pads the last chunk: its ones' crop is 0.
+    """
     count, m = int(crops.shape[0]), int(crops.shape[1])
     windows, origin = shift_windows(crops, offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard)
     planes = [xp.real(windows), xp.imag(windows)]
     if ones:
-        unit, _ = shift_windows(
-            xp.full_like(xp.real(crops), 1), offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard,
-        )
+        real = xp.real(crops)
+        unit_crops = xp.full_like(real, 1) * xp.reshape(xp.astype(valid, real.dtype), (-1, 1, 1))
+        unit, _ = shift_windows(unit_crops, offsets, pad=pad, xp=xp, evaluation=evaluation, fma_guard=fma_guard)
         planes.append(xp.real(unit))
     index = window_index(origin, (m + 1, m + 1), size=m + 2 * pad, xp=xp)
     return (index,) + tuple(xp.reshape(plane, (count, (m + 1) ** 2)) for plane in planes)
@@ -586,9 +591,10 @@ def place_patches(
             else:
                 w = xp.reshape(run.working(weights, rdtype), (-1, n, n))
             per_patch = int(w.shape[0]) == count and count > 1
+            valid = xp.zeros((count,), dtype=real, **_on(p, xp)) + 1  # padding rows (zeros) add no weight
             canvases = _run_chunks(
                 run, place_updates_job, canvases,
-                [p, pos, w] if per_patch else [p, pos], ["zeros", "copies", "zeros"],
+                [p, pos, valid, w] if per_patch else [p, pos, valid], ["zeros", "copies", "zeros", "zeros"],
                 [] if per_patch else [w],
                 step=_chunk_rows(4 * n * n), ordered=run.ordered(ordered, p), shape=(H, W), mode=mode,
             )
@@ -681,8 +687,9 @@ def shift_and_sum_planes(
         size = M + 2 * pad
         real = getattr(xp, np.dtype(rdtype).name)
         canvases = tuple(xp.zeros((size * size + 1,), dtype=real, **_on(p, xp)) for _ in range(3 if ones else 2))
+        valid = xp.zeros((pshape[0],), dtype=real, **_on(p, xp)) + 1  # padding rows (zeros) add no ones
         canvases = _run_chunks(
-            run, shift_updates_job, canvases, [crops, t], ["zeros", "copies"], [run.fma_guard()],
+            run, shift_updates_job, canvases, [crops, t, valid], ["zeros", "copies", "zeros"], [run.fma_guard()],
             step=_chunk_rows((M + 1) ** 2), ordered=run.ordered(ordered, p),
             pad=pad, evaluation=evaluation, ones=bool(ones),
         )
