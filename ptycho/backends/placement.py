@@ -620,8 +620,50 @@ def _crop_size(M: Any, n: int) -> int:
 
 
 def recentre_offsets(offsets: Any, *, xp: Any) -> Any:
-    """PtychoPINN's recentring: ``offsets - mean(offsets, axis=0)``, in the offsets' dtype."""
+    """PtychoPINN's recentring: ``offsets - mean(offsets, axis=0)``, in the offsets' dtype.
+
+    The mean in the backend's reduction order; :func:`_recentred` gives
+    PtychoPINN's order (rows added one after the other) on every backend.
+    """
     return offsets - xp.mean(offsets, axis=0)
+
+
+def sequential_mean(offsets: np.ndarray) -> np.ndarray:
+    """The mean of the rows of a host (P, 2) array, the rows added in order, then divided by P.
+
+    The order of PtychoPINN's ``tf.reduce_mean(..., axis=0)`` on a CPU (and of
+    NumPy's along a non-contiguous axis).  XLA's reductions (JAX, TF under
+    ``jit_compile``) and GPU libraries add in another order once there are
+    more than 32 rows, which moves the mean by an ulp and every canvas pixel
+    with it.
+    """
+    offsets = np.asarray(offsets)
+    total = np.add.accumulate(offsets, axis=0)[-1]  # strictly left to right, in the offsets' dtype
+    return total / offsets.dtype.type(offsets.shape[0])
+
+
+def _recentred(run: "_Run", offsets: Any) -> Any:
+    """PtychoPINN's recentring, its mean's rows added in order on every backend.
+
+    TensorFlow: ``tf.reduce_mean``, PtychoPINN's own op (differentiable under a
+    tape).  A traced array (under ``jax.grad``/``jax.jit``): the namespace's
+    ``sequential_mean`` (JAX: a ``lax.scan`` over the rows), else its mean.
+    Otherwise the offsets go to the host (they are fetched for the canvas size
+    anyway), are recentred there by :func:`sequential_mean` and come back to
+    their device.
+    """
+    if run.name == "tensorflow":
+        return recentre_offsets(offsets, xp=run.xp)
+    if _is_abstract(offsets):
+        in_order = getattr(run.xp, "sequential_mean", None)
+        return offsets - in_order(offsets) if in_order is not None else recentre_offsets(offsets, xp=run.xp)
+    host = np.asarray(run.to_numpy(offsets))
+    recentred = host - sequential_mean(host)
+    if run.mod is None:  # a library without a backend module (PyTorch, CuPy)
+        import array_api_compat
+
+        return run.xp.asarray(recentred, device=array_api_compat.device(offsets))
+    return run.mod.asarray(recentred, device=run.mod.device_of(offsets))
 
 
 def canvas_pad(adjusted: np.ndarray) -> int:
@@ -672,7 +714,7 @@ def shift_and_sum_planes(
         p = run.working(patches, cdtype)
         t = run.working(offsets, rdtype)
         if recentre:
-            t = recentre_offsets(t, xp=xp)
+            t = _recentred(run, t)
         if pad is None:
             if _is_abstract(t):
                 raise InputError(
