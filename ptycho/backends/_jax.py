@@ -217,8 +217,23 @@ def _scatter_add_rows(flat_target: Any, index: Any, values: Any) -> Any:
     return jax.lax.fori_loop(0, index.shape[0], add_row, flat_target)
 
 
+def _sequential_mean(x: Any) -> Any:
+    """The mean of the rows of ``x``, added one after the other (``lax.scan``), then divided by their count.
+
+    PtychoPINN's ``tf.reduce_mean(offsets, axis=0)`` on a CPU adds in this
+    order; ``jnp.mean`` (XLA's reduction) does not once there are more than 32
+    rows.  Used for traced offsets (``placement._recentred``); differentiable.
+    """
+    total, _ = jax.lax.scan(lambda acc, row: (acc + row, None), x[0], x[1:])
+    # XLA turns a division by a broadcast scalar into a product with its
+    # reciprocal (an ulp off); a full array behind a barrier is divided exactly.
+    count = jax.lax.optimization_barrier(jnp.full(total.shape, x.shape[0], dtype=total.dtype))
+    return total / count
+
+
 namespace.scatter_add = _scatter_add
 namespace.scatter_add_rows = _scatter_add_rows
+namespace.sequential_mean = _sequential_mean
 
 
 def all_finite(x: Any) -> Any:
