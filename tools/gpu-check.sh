@@ -53,7 +53,8 @@ step gpu_cells env PTYCHO_TEST_DEVICE=gpu PTYCHO_TEST_BACKENDS=numpy,jax \
 #    devices with JAX on the GPU (its default device there), all exact.
 step matrix env PTYCHO_TEST_BACKENDS=numpy,jax "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" \
     tests/test_patch_extraction_equivalence.py tests/test_ptychopinn_fixture.py tests/test_reassembly.py \
-    tests/test_devices.py tests/test_array_api_libraries.py tests/test_rounding.py tests/test_kernels.py
+    tests/test_devices.py tests/test_array_api_libraries.py tests/test_rounding.py tests/test_kernels.py \
+    tests/test_recentre.py
 # 3. The benchmark on the reference workload: the host rows that need no
 #    TensorFlow, then the GPU rows.
 TAIL=${BENCH_TAIL:-30} step bench "$PY" -m ptycho.bench --gpu --modes floor,numba,jax,jax_plain --no-plot \
