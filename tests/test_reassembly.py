@@ -505,6 +505,27 @@ def test_weights_and_normalized_stitch(backend):
     assert_close(stitched, weighted / (coverage.real + 1e-6), backend=backend.value, dtype=np.complex128)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["ones", "weights"])
+def test_return_coverage_is_the_separate_placement_of_w(backend, weighted):
+    """return_coverage gives place(w) -- the bits of a second placement -- and the same stitch."""
+    from ptycho.backends import place_patches
+    from ptycho.errors import InputError
+
+    positions = place_positions("mixed", 12, 8, 7)
+    y = random_object((12, 8, 8), np.complex64, 8)
+    w = (np.abs(random_object((8, 8), np.complex64, 9)) ** 2).astype(np.float32) if weighted else None
+    kwargs = dict(backend=backend.value, weights=w, normalize=True)
+    stitched, coverage = place_patches(y, positions, PLACE_SHAPE, return_coverage=True, **kwargs)
+    assert_close(stitched, to_numpy(place_patches(y, positions, PLACE_SHAPE, **kwargs)), exact=True)
+    ones = np.broadcast_to(np.ones((8, 8), np.complex64) if w is None else w.astype(np.complex64), (12, 8, 8))
+    separate = to_numpy(place_patches(ones, positions, PLACE_SHAPE, backend=backend.value)).real
+    got = to_numpy(coverage)
+    assert got.dtype == np.float32 and got.shape == PLACE_SHAPE
+    assert_close(got, separate, exact=True)
+    with pytest.raises(InputError, match="return_coverage needs normalize=True"):
+        place_patches(y, positions, PLACE_SHAPE, backend=backend.value, return_coverage=True)
+
+
 def test_stitch_of_extracted_patches_restores_object(backend):
     """Integer positions: extraction copies pixels, so the normalised stitch gives the object back
     wherever a patch covers it."""

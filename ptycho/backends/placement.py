@@ -514,6 +514,7 @@ def place_patches(
     normalize: bool = False,
     eps: float = DEFAULT_EPS,
     ordered: Optional[bool] = None,
+    return_coverage: bool = False,
 ) -> Any:
     """Place patches back into an object canvas: the exact adjoint of :func:`extract_patches`.
 
@@ -544,16 +545,23 @@ def place_patches(
     ordered : bool, optional
         Accumulate patch by patch on every device (module docstring); default:
         only where the scatter-add would use atomics (a GPU).
+    return_coverage : bool
+        With ``normalize=True``: also return the coverage ``place(w)`` (H, W),
+        real, the canvas the stitch was divided by (before ``eps``) -- the
+        bits of a separate ``place_patches`` of ``w``, without a second pass.
 
     Returns
     -------
     array (H, W), complex64 (complex128 for complex128/float64 patches), of
-    the backend's native type.  Deterministic: the same bits run to run.
+    the backend's native type; with ``return_coverage``, the pair
+    ``(stitched, coverage)``.  Deterministic: the same bits run to run.
     Differentiable (JAX, TensorFlow) with respect to the patches, the
     positions (through the bilinear weights) and the weights.
     """
     H, W = _validate.size_pair(shape, "shape")
     normalize = _validate.flag(normalize, "normalize")
+    if _validate.flag(return_coverage, "return_coverage") and not normalize:
+        raise InputError("return_coverage needs normalize=True: the coverage is the normalised stitch's divisor")
     eps = _eps(eps)
     if patches is None:
         raise InputTypeError("patches must be an array (P, N, N), got None")
@@ -604,7 +612,8 @@ def place_patches(
         ]
         if mode == "normalized":
             norm = planes[2] + eps
-            planes = [planes[0] / norm, planes[1] / norm]
+            stitched = _complex_from_parts(planes[0] / norm, planes[1] / norm, xp=xp)
+            return (stitched, planes[2]) if return_coverage else stitched
         return _complex_from_parts(planes[0], planes[1], xp=xp)
 
 

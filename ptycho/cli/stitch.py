@@ -85,9 +85,9 @@ def stitch(grouped: dict, shape: Optional[Any] = None, *, backend: str = "numpy"
     obj = grouped.get("objectGuess")
     N = patches.shape[1]
     H, W = canvas_shape(shape, obj, positions, N)
-    stitched = to_numpy(place_patches(patches, positions, (H, W), backend=backend, normalize=True, eps=eps))
-    coverage = to_numpy(place_patches(np.ones_like(patches), positions, (H, W), backend=backend)).real
-    return {"object": stitched, "coverage": coverage.astype(np.float32)}
+    stitched, coverage = place_patches(patches, positions, (H, W), backend=backend, normalize=True, eps=eps,
+                                       return_coverage=True)
+    return {"object": to_numpy(stitched), "coverage": to_numpy(coverage).astype(np.float32)}
 
 
 def run(args: argparse.Namespace) -> int:
