@@ -22,12 +22,21 @@ GPU cells
 ---------
 ``@pytest.mark.gpu`` marks a test that needs a visible GPU; it runs where one
 is visible (JAX CUDA, CuPy or PyTorch CUDA) and is skipped elsewhere.
+
+Compilation caches
+------------------
+Tests run the CLI in-process, and the CLI turns on JAX's and TensorFlow's
+persistent compilation caches (in ``~/.cache/ptycho``, through process-wide
+settings): the test session turns them off unless ``PTYCHO_JAX_CACHE`` /
+``PTYCHO_TF_CACHE`` is set; ``tests/test_compile_cache.py`` turns them on in
+temporary directories.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import pytest
 
@@ -41,6 +50,10 @@ from ptycho.testing import (
 )
 
 __all__ = ["Backend", "require_backend", "require_extra"]
+
+# no persistent compilation caches in the user's home from in-process CLI runs
+os.environ.setdefault("PTYCHO_JAX_CACHE", "0")
+os.environ.setdefault("PTYCHO_TF_CACHE", "0")
 
 
 def _installed(modname: str) -> bool:

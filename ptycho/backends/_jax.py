@@ -256,13 +256,9 @@ CACHE_DIR_ENV = "PTYCHO_JAX_CACHE_DIR"
 
 def default_cache_dir() -> str:
     """``$PTYCHO_JAX_CACHE_DIR``, else the user's cache directory: ``$XDG_CACHE_HOME/ptycho/jax``."""
-    import os
+    from ptycho.backends import compile_cache
 
-    explicit = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if explicit:
-        return os.path.abspath(os.path.expanduser(explicit))
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ptycho", "jax")
+    return compile_cache.cache_dir("jax")
 
 
 def enable_compilation_cache(path: Any = None) -> Any:
@@ -276,18 +272,15 @@ def enable_compilation_cache(path: Any = None) -> Any:
     ``path`` (or ``PTYCHO_JAX_CACHE_DIR``) chooses the directory.  A directory
     that cannot be created leaves the cache off (a warning, never an error).
     The cached program is the same XLA executable: results are unchanged.
+    (:mod:`ptycho.backends.compile_cache` holds the conventions both XLA
+    backends share.)
     """
-    import os
-    import warnings
+    from ptycho.backends import compile_cache
 
-    if os.environ.get(CACHE_ENV, "").strip().lower() in {"0", "off", "false", "no"}:
+    if compile_cache.opted_out("jax"):
         return None
-    directory = os.path.abspath(os.path.expanduser(os.fspath(path))) if path is not None else default_cache_dir()
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        warnings.warn(f"JAX compilation cache disabled: cannot create {directory!r} ({exc})", RuntimeWarning,
-                      stacklevel=2)
+    directory = compile_cache.make_cache_dir(compile_cache.cache_dir("jax", path), "JAX")
+    if directory is None:
         return None
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

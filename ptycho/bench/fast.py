@@ -11,6 +11,8 @@ jax_chunked     ``jax.jit`` of ``lax.map`` over ~8 MB chunks of output
                 (``PTYCHO_JAX_CHUNK_PIXELS``, off by default: see ``_jax.compile``)
 jax_cache       JAX jit with the persistent compilation cache already filled
                 by an earlier process (what a second CLI run pays)
+tf_cache        TF-XLA (the ``tf`` row's call) with XLA's persistent cache
+                already filled by an earlier process (``TF_XLA_FLAGS``)
 cli_tensorflow  ``ptycho-patches extract`` end to end in a fresh process
 cli_jax         (import, read, group, compile, extract, write the .npz),
 cli_numpy       the workload's object and positions as a gridsize-1 dataset
@@ -92,6 +94,13 @@ def _jax_chunked(job: Job) -> Dict[str, Any]:
     return record
 
 
+def _fill_cache(job: Job, mode: str, env: Dict[str, str]) -> None:
+    """Run ``mode`` once in an earlier process that compiles and fills the cache."""
+    spec = dict(job.spec, fill_cache=True, repeats=1)
+    subprocess.run([sys.executable, "-m", "ptycho.bench", "--worker", mode, "--spec", json.dumps(spec)],
+                   check=True, capture_output=True, env=dict(os.environ, **env))
+
+
 @register("jax_cache", "JAX jit, persistent cache filled", package="jax", backend="jax", compiled=True, order=33)
 def _jax_cache(job: Job) -> Dict[str, Any]:
     from ptycho.backends import _jax
@@ -99,15 +108,46 @@ def _jax_cache(job: Job) -> Dict[str, Any]:
     directory = Path(job.spec["workdir"]) / "jax-cache"
     if not job.spec.get("fill_cache"):
         # An earlier process compiles and fills the cache; this one starts cold from it.
-        spec = dict(job.spec, fill_cache=True, repeats=1)
-        subprocess.run([sys.executable, "-m", "ptycho.bench", "--worker", "jax_cache", "--spec", json.dumps(spec)],
-                       check=True, capture_output=True, env=dict(os.environ, PTYCHO_JAX_CACHE="1"))
+        _fill_cache(job, "jax_cache", {"PTYCHO_JAX_CACHE": "1"})
     os.environ["PTYCHO_JAX_CACHE"] = "1"
     _jax.enable_compilation_cache(directory)
     if job.spec.get("fill_cache"):
         _grouped(job, "jax")
         return {}
     record = time_calls(lambda: _grouped(job, "jax"), job.repeats, cold=True, check=job.check_channels)
+    record["cache_entries"] = len(list(directory.iterdir()))
+    return record
+
+
+@register("tf_cache", "TF batched (XLA), persistent cache filled", package="tensorflow", backend="tensorflow",
+          compiled=True, order=22)
+def _tf_cache(job: Job) -> Dict[str, Any]:
+    """The ``tf`` row's call, XLA's persistent cache filled by an earlier process (a second CLI run)."""
+    from ptycho.backends import compile_cache
+
+    directory = Path(job.spec["workdir"]) / "tf-cache"
+    if not job.spec.get("fill_cache"):
+        _fill_cache(job, "tf_cache", {"PTYCHO_TF_CACHE": "1"})
+    # before TensorFlow's first compilation in this process: it reads TF_XLA_FLAGS then
+    os.environ["PTYCHO_TF_CACHE"] = "1"
+    if compile_cache.enable_tensorflow_cache(directory) is None:
+        raise RuntimeError(f"the TensorFlow cache is off (TF_XLA_FLAGS={os.environ.get('TF_XLA_FLAGS')!r})")
+    import tensorflow as tf
+
+    from ptycho import raw_data
+    from ptycho.tf_helper import _channel_to_flat, pad
+
+    # the tf row's inputs (ptycho.bench.engines, which imports this module)
+    gt_padded = pad(tf.constant(job.obj[None, :, :, None]), job.N // 2)
+    offsets_f = _channel_to_flat(tf.constant((job.g_off + job.l_off).astype(np.float32)))
+
+    def call() -> Any:
+        return raw_data._get_image_patches_batched(gt_padded, offsets_f, job.N, job.groups, job.c)
+
+    if job.spec.get("fill_cache"):
+        call()
+        return {}
+    record = time_calls(call, job.repeats, cold=True, check=job.check_channels)
     record["cache_entries"] = len(list(directory.iterdir()))
     return record
 

@@ -231,6 +231,10 @@ class Timer:
 def prepare_backend(name: str, debug: bool) -> float:
     """Import backend ``name`` (and the TF production path); return the seconds it took.
 
+    Turns on the backend's persistent compilation cache
+    (:mod:`ptycho.backends.compile_cache`): JAX's and TensorFlow's XLA
+    programs are compiled on a machine's first run and loaded from disk after.
+
     Importing TensorFlow prints CUDA probing and XLA banners straight to file
     descriptor 2, before Python's logging is set up, so ``TF_CPP_MIN_LOG_LEVEL``
     cannot silence all of it.  Without ``--debug`` that output is captured
@@ -241,6 +245,13 @@ def prepare_backend(name: str, debug: bool) -> float:
     from ptycho.backends import get_backend
 
     with Timer() as t:
+        if name == "tensorflow":
+            # a command is a fresh process: load the compiled programs from
+            # XLA's persistent cache (PTYCHO_TF_CACHE=0 opts out).  TF_XLA_FLAGS
+            # is read at TensorFlow's first compilation, so set it before that.
+            from ptycho.backends import compile_cache
+
+            compile_cache.enable_tensorflow_cache()
         if name != "tensorflow" or debug or "tensorflow" in sys.modules:
             module = get_backend(name)
             if name == "jax":
