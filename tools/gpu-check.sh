@@ -5,6 +5,7 @@
 # gpu-results/).  Run from the repository root on a machine with a GPU:
 #
 #     bash tools/gpu-check.sh
+#     STEPS="gpu_cells suite" bash tools/gpu-check.sh     # the tests only
 #
 # Where Python packages cannot be installed (an offline GPU machine), put the
 # missing pure-Python wheels (array-api-compat) in .whl/: they are installed
@@ -25,8 +26,10 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 status=0
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember a failure
+STEPS=${STEPS:-gpu_cells suite bench reassembly}
+step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember a failure (only the STEPS named)
     local name=$1; shift
+    case " $STEPS " in *" $name "*) ;; *) echo "== $name: not in STEPS"; return ;; esac
     echo "== $name: $*"
     "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
@@ -49,14 +52,15 @@ PY
 # 1. The GPU cells, demanded: a library that sees no GPU fails here.
 step gpu_cells env PTYCHO_TEST_DEVICE=gpu PTYCHO_TEST_BACKENDS=numpy,jax \
     "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" -m gpu tests
-# 2. The equivalence matrix, the PtychoPINN fixture, rounding, reassembly and
-#    devices with JAX on the GPU (its default device there), all exact.
-step matrix env PTYCHO_TEST_BACKENDS=numpy,jax "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" \
-    tests/test_patch_extraction_equivalence.py tests/test_ptychopinn_fixture.py tests/test_reassembly.py \
-    tests/test_devices.py tests/test_array_api_libraries.py tests/test_rounding.py tests/test_kernels.py \
-    tests/test_recentre.py
+# 2. The whole suite with JAX on the GPU (its default device there): the
+#    equivalence matrix, the PtychoPINN fixture, rounding, reassembly, devices,
+#    all exact (tests that need TensorFlow or an absent extra skip).
+step suite env PTYCHO_TEST_BACKENDS=numpy,jax "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" tests
 # 3. The benchmark on the reference workload: the host rows that need no
 #    TensorFlow, then the GPU rows.
 TAIL=${BENCH_TAIL:-30} step bench "$PY" -m ptycho.bench --gpu --modes floor,numba,jax,jax_plain --no-plot \
     --repeats "${REPEATS:-5}" --json "$OUT/bench.json"
+# 4. Placement on the GPU (JAX's default device) next to the host's NumPy rows.
+TAIL=${BENCH_TAIL:-30} step reassembly "$PY" -m ptycho.bench --modes floor --reassembly --no-plot \
+    --repeats "${REPEATS:-5}" --json "$OUT/reassembly.json"
 exit $status

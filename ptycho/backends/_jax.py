@@ -226,9 +226,12 @@ def _sequential_mean(x: Any) -> Any:
     """
     total, _ = jax.lax.scan(lambda acc, row: (acc + row, None), x[0], x[1:])
     # XLA turns a division by a broadcast scalar into a product with its
-    # reciprocal (an ulp off); a full array behind a barrier is divided exactly.
-    count = jax.lax.optimization_barrier(jnp.full(total.shape, x.shape[0], dtype=total.dtype))
-    return total / count
+    # reciprocal (an ulp off); a full array behind a barrier is divided exactly,
+    # float32 in float64 (XLA's GPU float32 division is not correctly rounded:
+    # placement.divide).  Needs 64-bit mode, which the backend's calls run in.
+    wide = jnp.float64 if total.dtype == jnp.float32 else total.dtype
+    count = jax.lax.optimization_barrier(jnp.full(total.shape, x.shape[0], dtype=wide))
+    return (total.astype(wide) / count).astype(total.dtype)
 
 
 namespace.scatter_add = _scatter_add

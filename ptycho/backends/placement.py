@@ -72,6 +72,7 @@ __all__ = [
     "shift_windows",
     "accumulate_windows",
     "scatter_add",
+    "divide",
     "spread_chunk",
     "window_index",
     "place_updates_job",
@@ -504,6 +505,26 @@ def _run_chunks(
 # ---------------------------------------------------------------------------
 
 
+def divide(a: Any, b: Any, *, xp: Any, one: Any = None) -> Any:
+    """``a / b``, correctly rounded on every device.
+
+    XLA divides float32 on NVIDIA GPUs with ``div.full.f32`` (up to 2 ulp off;
+    openxla/xla#37181), so float32 operands are divided in float64 (``div.rn``
+    there too) and rounded to float32 -- the correctly rounded quotient:
+    rounding twice is innocuous for a division when the wide type has at least
+    2 * 24 + 2 bits.  ``one``, a runtime 1.0 (``fma_guard``), multiplies the
+    wide quotient so that no compiler can shrink the division back to float32.
+    float64 operands are divided as they are.
+    """
+    if a.dtype != xp.float32:
+        return a / b
+    wide = xp.float64
+    quotient = xp.astype(a, wide) / xp.astype(b, wide)
+    if one is not None:
+        quotient = quotient * xp.astype(one, wide)
+    return xp.astype(quotient, xp.float32)
+
+
 def place_patches(
     patches: Any,
     positions: Any,
@@ -611,8 +632,9 @@ def place_patches(
             for c in canvases
         ]
         if mode == "normalized":
-            norm = planes[2] + eps
-            stitched = _complex_from_parts(planes[0] / norm, planes[1] / norm, xp=xp)
+            norm, guard = planes[2] + eps, run.fma_guard()
+            stitched = _complex_from_parts(divide(planes[0], norm, xp=xp, one=guard),
+                                           divide(planes[1], norm, xp=xp, one=guard), xp=xp)
             return (stitched, planes[2]) if return_coverage else stitched
         return _complex_from_parts(planes[0], planes[1], xp=xp)
 
@@ -695,11 +717,14 @@ def shift_and_sum_planes(
     pad: Optional[int] = None,
     ordered: Optional[bool] = None,
     ones: bool = False,
+    eps: Optional[float] = None,
     names: Tuple[str, str] = ("patches", "offsets"),
 ) -> Tuple[Any, Tuple[Any, ...]]:
     """The real canvases of :func:`shift_and_sum`: ``(xp, (re, im[, ones]))``, each (S, S).
 
     For wrappers that combine them themselves (``ptycho.tf_helper`` divides as PtychoPINN does).
+    With ``ones=True`` and ``eps``: ``(re / (ones + eps), im / (ones + eps), ones)``, divided
+    exactly on every device (:func:`divide`).
     """
     patches_name, offsets_name = names
     evaluation = _evaluation(evaluation)
@@ -744,7 +769,13 @@ def shift_and_sum_planes(
             step=_chunk_rows((M + 1) ** 2), ordered=run.ordered(ordered, p),
             pad=pad, evaluation=evaluation, ones=bool(ones),
         )
-        return xp, tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases)
+        planes = tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases)
+        if ones and eps is not None:
+            norm = planes[2] + eps
+            guard = run.fma_guard()
+            planes = (divide(planes[0], norm, xp=xp, one=guard), divide(planes[1], norm, xp=xp, one=guard),
+                      planes[2])
+        return xp, planes
 
 
 def shift_and_sum(patches: Any, offsets: Any, M: int = 10, **kwargs: Any) -> Any:
@@ -784,7 +815,5 @@ def reassemble_position(patches: Any, offsets: Any, M: int = 10, *, eps: float =
     One pass (the ones share the windows); the division is real, the sum over
     ones being real.  Arguments as :func:`shift_and_sum`; returns (S, S) complex.
     """
-    eps = _eps(eps)
-    xp, (re, im, ones) = shift_and_sum_planes(patches, offsets, M, ones=True, **kwargs)
-    norm = ones + eps
-    return _complex_from_parts(re / norm, im / norm, xp=xp)
+    xp, (re, im, _) = shift_and_sum_planes(patches, offsets, M, ones=True, eps=_eps(eps), **kwargs)
+    return _complex_from_parts(re, im, xp=xp)
