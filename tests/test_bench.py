@@ -222,3 +222,17 @@ def test_targets_without_a_legacy_row_are_not_applicable():
     assert checks["JAX warm >= 50x legacy"]["met"] is None
     row["speedup_vs_legacy"] = 60.0
     assert {t["target"]: t for t in report.targets([row])}["JAX warm >= 50x legacy"]["met"] is True
+
+
+def test_reassembly_without_tensorflow_skips_rather_than_fails(tmp_path, monkeypatch, capsys):
+    """No TensorFlow: the legacy and TF reassembly rows say skipped and the run succeeds."""
+    from ptycho.bench import runner
+
+    real = runner._importable
+    monkeypatch.setattr(runner, "_importable", lambda package: package != "tensorflow" and real(package))
+    status, result = _run(tmp_path, ["--modes", "floor", "--reassembly", "--reassembly-M", "4",
+                                     "--reassembly-legacy-count", "4", "--no-plot"])
+    assert status == 0, capsys.readouterr().err
+    rows = {(r["M"], r["mode"]): r for r in result["reassembly"]}
+    assert rows[(4, "reassembly_legacy")]["skipped"] and rows[(4, "reassembly_tf")]["skipped"]
+    assert "failed:" not in capsys.readouterr().out

@@ -359,7 +359,8 @@ def _rows(records: Dict[str, Dict[str, Any]], M: Optional[int], spec: Dict[str, 
     for name, rec in records.items():
         label = mode(name).label
         if "error" in rec or "skipped" in rec:
-            out.append({"M": M, "mode": name, "label": label, "note": rec.get("error") or rec.get("skipped")})
+            out.append({"M": M, "mode": name, "label": label, "note": rec.get("error") or rec.get("skipped"),
+                        "skipped": "error" not in rec})
             continue
         variants = [("cold", "cold_seconds", "cold_peak_bytes"), ("warm", "warm_seconds", "warm_peak_bytes")]
         if not mode(name).compiled:
@@ -405,7 +406,7 @@ def format_table(rows: Sequence[Dict[str, Any]], count: int) -> str:
     for r in rows:
         m = "-" if r["M"] is None else r["M"]
         if "seconds" not in r:
-            lines.append(f"{m:>3} {r['label']:<52} skipped: {r['note']}")
+            lines.append(f"{m:>3} {r['label']:<52} {'skipped' if r.get('skipped') else 'failed'}: {r['note']}")
             continue
         ratios = " ".join(_times(r[key], spec, width) for key, spec, width in (
             ("speedup_vs_legacy", ".0f", 10), ("ratio_to_tf", ".2f", 7), ("cpu_ratio_to_tf", ".2f", 7),

@@ -283,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"chart: {plot_path}")
     failed = [m for m, r in records.items() if "error" in r]
     failed += [str(r.get("count")) for r in chunk_records if "error" in r]
-    failed += [f"{r['mode']} (M={r['M']})" for r in reassembly_rows if "note" in r and "skipped" not in str(r["note"])]
+    failed += [f"{r['mode']} (M={r['M']})" for r in reassembly_rows if "note" in r and not r.get("skipped")]
     if failed:
         print(f"failed modes: {', '.join(failed)}", file=sys.stderr)
         return 1
