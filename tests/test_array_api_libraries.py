@@ -67,3 +67,22 @@ def test_torch_gpu(dtype):
     got = extract_patches(torch.from_numpy(image).cuda(), torch.from_numpy(POSITIONS).cuda(), 8)
     assert got.is_cuda
     assert_close(got.cpu().numpy(), _reference(image))
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_foreign_arrays_run_in_chunks_bit_for_bit(monkeypatch, channels):
+    """Eager chunks of groups (an uneven last one) written into one output: the one-call bits."""
+    torch = pytest.importorskip("torch")
+    import ptycho.backends as backends
+    from ptycho.backends import extract_patches_grouped
+
+    rng = np.random.default_rng(9)
+    image = random_object((30, 34), np.complex64, 10)
+    positions = rng.uniform(-4, 38, (11 * channels, 2)).astype(np.float32)
+    whole = extract_patches_grouped(torch.from_numpy(image), torch.from_numpy(positions), 8, channels=channels)
+    monkeypatch.setattr(backends, "GENERIC_CHUNK_PIXELS", 3 * 8 * 8 * channels)  # 3 groups a chunk: 4 chunks
+    chunked = extract_patches_grouped(torch.from_numpy(image), torch.from_numpy(positions), 8, channels=channels)
+    assert isinstance(chunked, torch.Tensor) and chunked.shape == whole.shape == (11, 8, 8, channels)
+    assert_close(chunked.numpy(), whole.numpy(), exact=True)
+    assert_close(chunked.numpy(), extract_patches_grouped(image, positions, 8, channels=channels, backend="numpy"),
+                 exact=True)
