@@ -257,13 +257,30 @@ def test_working_memory_is_bounded_by_the_chunk(runs) -> None:
     assert m["working_bytes"] <= 4 * chunk_bytes, _report(m)
 
 
-def test_working_memory_does_not_grow_with_the_number_of_chunks(runs) -> None:
-    small, large = runs[50_000], runs[100_000]
+def _beyond_output(m: dict[str, Any]) -> int:
+    """Memory held at the peak beyond the output.
+
+    Not ``working_bytes``: the baseline, taken after the warm-up, sometimes
+    still holds a chunk-sized buffer of the allocator (a 256 MiB difference
+    between two identical processes was seen), which the run then reuses; the
+    peak does not depend on when that buffer is returned.
+    """
+    return m["peak_bytes"] - m["output_bytes"]
+
+
+def _assert_no_growth(small: dict[str, Any], large: dict[str, Any]) -> None:
+    """Twice the chunks: the memory beyond the output may differ by allocator noise only.
+
+    A buffer kept per chunk would add at least (13 - 7) x 256 MiB.
+    """
     print(_report(small))
     print(_report(large))
-    # Twice the chunks: the working memory may differ by allocator noise only.
-    allowed = small["working_bytes"] + max(64 * MiB, small["working_bytes"] // 4)
-    assert large["working_bytes"] <= allowed, f"{_report(small)}\n{_report(large)}"
+    allowed = _beyond_output(small) + max(128 * MiB, small["working_bytes"] // 4)
+    assert _beyond_output(large) <= allowed, f"{_report(small)}\n{_report(large)}"
+
+
+def test_working_memory_does_not_grow_with_the_number_of_chunks(runs) -> None:
+    _assert_no_growth(runs[50_000], runs[100_000])
 
 
 @pytest.fixture(scope="module")
@@ -280,11 +297,7 @@ def test_cli_1e5_patches_written(cli_runs) -> None:
 
 
 def test_cli_working_memory_does_not_grow_with_the_number_of_chunks(cli_runs) -> None:
-    small, large = cli_runs[50_000], cli_runs[100_000]
-    print(_report(small))
-    print(_report(large))
-    allowed = small["working_bytes"] + max(64 * MiB, small["working_bytes"] // 4)
-    assert large["working_bytes"] <= allowed, f"{_report(small)}\n{_report(large)}"
+    _assert_no_growth(cli_runs[50_000], cli_runs[100_000])
 
 
 if __name__ == "__main__":
