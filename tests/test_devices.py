@@ -70,6 +70,43 @@ print("ok")
 """
 
 
+JAX_PLACEMENT_TWO_DEVICES = """
+import numpy as np, jax
+from ptycho.backends import place_patches
+from ptycho.backends.placement import reassemble_position, shift_and_sum
+
+second = jax.devices()[1]
+rng = np.random.default_rng(1)
+patches = (rng.standard_normal((40, 8, 8)) + 1j * rng.standard_normal((40, 8, 8))).astype(np.complex64)
+pos = rng.uniform(2, 28, (40, 2)).astype(np.float32)
+with jax.enable_x64(True):
+    p, q = jax.device_put(patches, second), jax.device_put(pos, second)
+calls = {
+    "place": lambda a, b, **k: place_patches(a, b, (30, 30), **k),
+    "stitch": lambda a, b, **k: place_patches(a, b, (30, 30), normalize=True, **k),
+    "shift_and_sum": lambda a, b, **k: shift_and_sum(a, b, 6, **k),
+    "reassemble_position": lambda a, b, **k: reassemble_position(a, b, 6, **k),
+}
+for name, call in calls.items():
+    got = call(p, q)
+    assert got.devices() == {second}, (name, got.devices())
+    ref = call(patches, pos, backend="numpy")
+    assert np.array_equal(np.asarray(got), ref), name + ": values differ on the second device"
+print("ok")
+"""
+
+
+def test_jax_placement_stays_on_a_second_device(jax):
+    """Placement of arrays on a non-default device runs there and gives the NumPy backend's bits.
+
+    (Not under ``jax.transfer_guard("disallow")``: its eager steps send scalars -- slice
+    starts, ``eps`` -- from the host.)
+    """
+    out = _run(JAX_PLACEMENT_TWO_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                                           "JAX_PLATFORMS": "cpu"})
+    assert out.strip().endswith("ok")
+
+
 def test_jax_second_device_under_transfer_guard(jax):
     out = _run(JAX_TWO_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"})
     assert out.strip().endswith("ok")
