@@ -97,16 +97,6 @@ def _reference_path(job: Job):
     return job.reference_path.with_name(f"reassembly_M{job.spec['reassembly_M']}.npy")
 
 
-def _centre_path(job: Job) -> Path:
-    return job.reference_path.with_name(f"reassembly_M{job.spec['reassembly_M']}_centre.npy")
-
-
-def _subset_centre(job: Job, offsets: np.ndarray) -> np.ndarray:
-    """The legacy run's centre of the subset's offsets (no TensorFlow import here), else computed."""
-    path = _centre_path(job)
-    return np.load(path) if path.exists() else _tf_mean(offsets)
-
-
 def _check(job: Job, subset_result: Any) -> float:
     from ptycho.testing import max_abs_diff
 
@@ -133,8 +123,6 @@ def _legacy(job: Job) -> Dict[str, Any]:
 
     def save(result: Any) -> float:
         np.save(_reference_path(job), result.numpy())
-        # PtychoPINN's float32 centre of the subset: the windowed modes recentre by it to compare exactly.
-        np.save(_centre_path(job), _tf_mean(offsets.numpy()))
         return 0.0
 
     return time_calls(lambda: legacy_shift_and_sum(patches, offsets, M), 1, cold=False, check=save)
@@ -188,11 +176,10 @@ def _jax(job: Job) -> Dict[str, Any]:
     with get_backend("jax").precision(np.complex64):
         p, o = jnp.asarray(patches[..., 0]), jnp.asarray(offsets.reshape(-1, 2).astype(np.float32))
         k = job.spec["reassembly_legacy_count"]
-        # The float32 mean of the tf_helper path, so that the subset compares exactly.
-        centre = np.asarray(_subset_centre(job, offsets[:k]))
         record = time_calls(lambda: shift_and_sum(p, o, M, backend="jax").block_until_ready(), job.repeats,
                             cold=True, check=NO_CHECK)
-        subset = shift_and_sum(p[:k], o[:k] - centre, M, backend="jax", recentre=False)
+        # recentred in PtychoPINN's order (placement._recentred): the subset compares exactly
+        subset = shift_and_sum(p[:k], o[:k], M, backend="jax")
         record["max_abs_diff"] = _check(job, np.asarray(subset))
     return record
 
@@ -205,11 +192,9 @@ def _numpy(job: Job, kernel: str, cold: bool) -> Dict[str, Any]:
     patches, offsets = _inputs(job, job.count)
     p, o = patches[..., 0], offsets.reshape(-1, 2).astype(np.float32)
     k = min(job.spec["reassembly_legacy_count"], job.count)
-    centre = np.asarray(_subset_centre(job, offsets[:k]))
     with _numpy.kernel(kernel):
         record = time_calls(lambda: shift_and_sum(p, o, M, backend="numpy"), job.repeats, cold=cold, check=NO_CHECK)
-        record["max_abs_diff"] = _check(job, shift_and_sum(p[:k], o[:k] - centre, M, backend="numpy",
-                                                          recentre=False))
+        record["max_abs_diff"] = _check(job, shift_and_sum(p[:k], o[:k], M, backend="numpy"))
     return record
 
 
@@ -223,15 +208,6 @@ def _numba(job: Job) -> Dict[str, Any]:
           listed=False, order=2005)
 def _numpy_array(job: Job) -> Dict[str, Any]:
     return _numpy(job, "array", cold=False)
-
-
-def _tf_mean(offsets: np.ndarray) -> np.ndarray:
-    """PtychoPINN's centre when TensorFlow is here; NumPy's float32 mean otherwise."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return offsets.reshape(-1, 2).astype(np.float32).mean(axis=0)
-    return tf.reshape(tf.reduce_mean(tf.cast(offsets, tf.float32), axis=0), (2,)).numpy()
 
 
 # ---------------------------------------------------------------------------
