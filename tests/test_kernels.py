@@ -412,16 +412,17 @@ def test_jax_chunk_groups():
 def test_windowed_jobs_are_the_chunked_ones():
     """The backends recognise the jobs they chunk (a renamed or moved job would silently run unchunked)."""
     from ptycho.backends import compile_job, extract_job, translate_job
+    from ptycho.backends._dispatch import job_name
 
-    assert _numpy._job_name(extract_job) in _numpy._CHUNKED_JOBS
-    assert _numpy._job_name(translate_job) in _numpy._CHUNKED_JOBS
+    assert job_name(extract_job) in _numpy._CHUNKED_JOBS
+    assert job_name(translate_job) in _numpy._CHUNKED_JOBS
     assert isinstance(compile_job("numpy", extract_job, patch_size=4), _numpy._Chunked)
     try:
         from ptycho.backends import _jax
     except ImportError:
         return
-    assert _jax._job_name(extract_job) in _jax._CHUNKED_JOBS
-    assert _jax._job_name(translate_job) in _jax._CHUNKED_JOBS
+    assert job_name(extract_job) in _jax._CHUNKED_JOBS
+    assert job_name(translate_job) in _jax._CHUNKED_JOBS
 
 
 _FORK_SCRIPT = """

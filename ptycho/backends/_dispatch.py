@@ -192,6 +192,15 @@ def _compile_cached(backend_name: str, job: Callable[..., Any], static: tuple) -
     return backend.compile(job, xp=backend.namespace, **dict(static))
 
 
+def job_name(fn: Any) -> Optional[str]:
+    """The name of an engine job of ``ptycho.backends`` (any of its modules), e.g. ``'extract_job'``; None
+    for any other function.  The NumPy and JAX backends chunk the windowed jobs they recognise by it."""
+    module = getattr(fn, "__module__", None) or ""
+    if module == "ptycho.backends" or module.startswith("ptycho.backends."):
+        return getattr(fn, "__qualname__", None)
+    return None
+
+
 def compile_job(backend_name: str, job: Callable[..., Any], *, jit: bool = True, **static: Any) -> Callable[..., Any]:
     """``job`` compiled by a backend, with ``static`` bound as compile-time constants.
 

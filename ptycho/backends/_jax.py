@@ -15,7 +15,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ptycho.errors import InputError
+
+from ptycho.backends._dispatch import job_name
 
 
 
@@ -50,7 +51,7 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     reference workload ran on one of two cores (2.0 s instead of 1.0 s).
     """
     bound = functools.partial(fn, **static)
-    kind = _CHUNKED_JOBS.get(_job_name(fn))
+    kind = _CHUNKED_JOBS.get(job_name(fn))
     if kind is None:
         return jax.jit(bound)
     return jax.jit(_chunked(bound, kind, static))
@@ -69,14 +70,6 @@ CHUNK_PIXELS = _chunk_pixels_default()
 
 #: The windowed jobs of ptycho.backends -> their kind.
 _CHUNKED_JOBS = {"extract_job": "extract", "translate_job": "translate"}
-
-
-def _job_name(fn: Any) -> Any:
-    """``extract_job`` / ``translate_job`` for the jobs of ``ptycho.backends`` (any of its modules), else None."""
-    module = getattr(fn, "__module__", None) or ""
-    if module == "ptycho.backends" or module.startswith("ptycho.backends."):
-        return getattr(fn, "__qualname__", None)
-    return None
 
 
 def chunk_groups(groups: int, target: int) -> int:

@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional
 import array_api_compat.numpy as _compat_np
 import numpy as np
 
+from ptycho.backends._dispatch import job_name
+
 
 
 def _complex(re: np.ndarray, im: np.ndarray) -> np.ndarray:
@@ -38,7 +40,7 @@ def compile(fn: Callable[..., Any], **static: Any) -> Callable[..., Any]:  # noq
     import functools
 
     bound = functools.partial(fn, **static)
-    layout = _CHUNKED_JOBS.get(_job_name(fn))
+    layout = _CHUNKED_JOBS.get(job_name(fn))
     if layout is None:
         return bound
     return _Chunked(bound, layout, static)
@@ -138,14 +140,6 @@ _CHUNKED_JOBS = {
     "extract_job": _Layout(per_position=(1,), sources=None, kind="extract"),
     "translate_job": _Layout(per_position=(1, 3), sources=0, kind="translate"),
 }
-
-
-def _job_name(fn: Any) -> Optional[str]:
-    """``extract_job`` / ``translate_job`` for the jobs of ``ptycho.backends`` (any of its modules), else None."""
-    module = getattr(fn, "__module__", None) or ""
-    if module == "ptycho.backends" or module.startswith("ptycho.backends."):
-        return getattr(fn, "__qualname__", None)
-    return None
 
 
 class _Chunked:
