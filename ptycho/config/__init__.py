@@ -1,5 +1,21 @@
 """Typed configuration (PtychoPINN's ``ptycho.config``)."""
 
-from ptycho.config.config import ModelConfig, TrainingConfig, update_legacy_dict
+from ptycho.config.config import (
+    InferenceConfig,
+    ModelConfig,
+    TrainingConfig,
+    update_legacy_dict,
+    validate_inference_config,
+    validate_model_config,
+    validate_training_config,
+)
 
-__all__ = ["ModelConfig", "TrainingConfig", "update_legacy_dict"]
+__all__ = [
+    "InferenceConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "update_legacy_dict",
+    "validate_inference_config",
+    "validate_model_config",
+    "validate_training_config",
+]
