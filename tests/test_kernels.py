@@ -265,9 +265,11 @@ def test_kernel_special_values(numba_kernel):
         assert_bits(got, want)
 
 
-def test_scalar_fma_equals_rounding_fma(numba_kernel):
-    """The kernel's scalar fma == rounding.fma on random, tie-constructed and extreme operands."""
+def test_scalar_fma_is_exact_and_equals_rounding_fma(numba_kernel):
+    """The kernel's fma (llvm.fma) == exact rationals on random, tie-constructed and extreme operands,
+    and == the emulation (rounding.fma) wherever the emulation is exact."""
     from ptycho.backends.rounding import fma
+    from tests.test_rounding import exact_fma_ieee
 
     rng = np.random.default_rng(5)
     for real, kind in ((np.float32, "fma32"), (np.float64, "fma64")):
@@ -290,9 +292,51 @@ def test_scalar_fma_equals_rounding_fma(numba_kernel):
         c[k + 8:k + 16] = np.array([0, 1, -1, 0, 1e30, -1e20, 0, 5], dtype=real)
         with np.errstate(all="ignore"):
             out = numba_kernel.scalar_fma(a, b, c)
-            want = np.asarray(fma(a, b, c, xp=_numpy.namespace))
+            emulated = np.asarray(fma(a, b, c, xp=_numpy.namespace))
+        exact = np.array([exact_fma_ieee(x, y, z, real) for x, y, z in zip(a, b, c)])
         uint = np.uint32 if real == np.float32 else np.uint64
-        np.testing.assert_array_equal(out.view(uint), want.view(uint), err_msg=kind)
+        np.testing.assert_array_equal(out.view(uint), exact.view(uint), err_msg=kind)
+        # The float64 emulation is exact for |a*b| <= DBL_MAX -- short of a product within 2**-26 of
+        # DBL_MAX, where Veltkamp's halves of the scaled factor round up and their product
+        # overflows: rounding.fma(1, DBL_MAX, -DBL_MAX) is inf.  llvm.fma has no such edge.
+        with np.errstate(all="ignore"):
+            inside = np.abs(a.astype(np.float64) * b) <= np.finfo(np.float64).max * (1 - 2.0**-26)
+        np.testing.assert_array_equal(out.view(uint)[inside], emulated.view(uint)[inside], err_msg=kind)
+
+
+def _host_has_fma() -> bool:
+    import platform
+
+    import llvmlite.binding as llvm
+
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True  # fmadd / fmla: base ISA
+    return machine in ("x86_64", "amd64") and "+fma" in llvm.get_host_cpu_features().flatten().split(",")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["c64", "c128"])
+def test_kernel_compiled_order_is_the_hardware_fma(numba_kernel, dtype):
+    """On a CPU with FMA the compiled order is fused multiply-add instructions (no libm call, no
+    emulation): the machine code of the compiled kernel, recompiled here (cached code cannot be
+    inspected), holds vfmadd / fmadd."""
+    import platform
+
+    if not _host_has_fma():
+        pytest.skip("the host CPU has no FMA instruction (llvm.fma is a call to the C library's fma there)")
+    kernel = numba_kernel._bilinear.py_func
+    fresh = numba_kernel.numba.njit(nogil=True, error_model="numpy")(kernel)  # uncached: inspectable
+    real = np.float64 if dtype == np.complex128 else np.float32
+    args = (np.zeros(4, real), np.zeros(4, real), np.zeros(1, np.int64), np.zeros((1, 1, 1), np.int64),
+            np.ones((1, 1, 1), real), np.zeros((1, 1, 1), real), np.zeros((1, 1, 1), np.int64),
+            np.ones((1, 1, 1), real), np.zeros((1, 1, 1), real), np.int64(2), True, 0, 1,
+            np.zeros((1, 1, 1, 1, 2), real))
+    fresh(*args)
+    asm = "".join(fresh.inspect_asm().values())
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "vfmadd" in asm and "$fma" not in asm
+    else:
+        assert "fmadd" in asm or "fmla" in asm
 
 
 @functools.lru_cache(maxsize=None)

@@ -225,3 +225,171 @@ def test_compiled_division_is_correctly_rounded(backend, dname):
         run = compile_job(backend.value, _divide_job)
         got = mod.to_numpy(run(mod.asarray(a), mod.asarray(b), mod.fma_guard()))
     assert np.array_equal(got.view(uint), expected.view(uint))
+
+
+# ---------------------------------------------------------------------------
+# The Numba kernel's fma: LLVM's llvm.fma (ptycho.backends._numba_kernel.fma),
+# exact everywhere -- no domain: products that overflow or underflow included.
+# ---------------------------------------------------------------------------
+
+def exact_fma_ieee(a, b, c, dtype) -> np.ndarray:
+    """IEEE 754's fusedMultiplyAdd: :func:`exact_fma`, and for finite ``a*b`` with an infinite ``c``, ``c``.
+
+    (:func:`exact_fma` evaluates non-finite cases in float64, where a float64
+    ``a*b`` may overflow to infinity first: ``fma(1e308, 10, -inf)`` is
+    ``-inf``, not NaN.)
+    """
+    a, b, c = (dtype(v) for v in (a, b, c))
+    if math.isfinite(float(a)) and math.isfinite(float(b)) and math.isinf(float(c)):
+        return np.array(c, dtype=dtype)
+    return exact_fma(a, b, c, dtype)
+
+
+def _kernel_fma():
+    from ptycho.testing import require_extra
+
+    require_extra("fast", "numba")
+    from ptycho.backends._numba_kernel import scalar_fma
+
+    return scalar_fma
+
+
+def _run_kernel(a, b, c, dtype) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return _kernel_fma()(*(np.array([v], dtype=dtype) for v in (a, b, c)))[0]
+
+
+@st.composite
+def extreme_products(draw, dtype) -> tuple:
+    """Products that underflow (below the float64 emulation's 2**-969) or overflow, with any addend."""
+    info = np.finfo(dtype)
+    tiny = draw(st.booleans())
+    lo, hi = (info.minexp - info.nmant - 4, info.minexp + 8) if tiny else (info.maxexp - 8, info.maxexp + 4)
+    exponent = draw(st.integers(lo, hi))
+    a = dtype(draw(st.floats(1, 2, width=info.bits)) * 2.0 ** (exponent // 2)) * dtype(draw(st.sampled_from([1, -1])))
+    b = dtype(draw(st.floats(1, 2, width=info.bits)) * 2.0 ** (exponent - exponent // 2))
+    addend = draw(st.sampled_from(["any", "zero", "cancel"]))
+    if addend == "any":
+        return a, b, dtype(draw(floats(dtype)))
+    if addend == "zero":
+        return a, b, dtype(draw(st.sampled_from([0.0, -0.0])))
+    with np.errstate(all="ignore"):  # minus most of the product, rounded (an overflowing one: +-inf)
+        return a, b, dtype(-draw(st.sampled_from([1.0, 1.0 + 2.0**-30, 0.5])) * float(a) * float(b))
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_kernel_fma_is_correctly_rounded(dname, data):
+    """llvm.fma, as the Numba kernel calls it: arbitrary floats, near ties, overflow, underflowing products."""
+    dtype = DTYPES[dname][0]
+    a, b, c = data.draw(st.one_of(triples(dtype), extreme_products(dtype)))
+    got = _run_kernel(a, b, c, dtype)
+    expected = exact_fma_ieee(a, b, c, dtype)
+    assert same_bits(got, expected), f"fma({a!r}, {b!r}, {c!r}) = {got!r}, exact {expected!r}"
+
+
+_INF, _NAN, _DBL_MAX = math.inf, math.nan, float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+@pytest.mark.parametrize("a, b, c", [
+    # signed zeros: -0 only for (-0) + (-0)
+    (0.0, -0.0, -0.0), (-0.0, 0.0, -0.0), (0.0, 0.0, -0.0), (-0.0, -0.0, -0.0), (0.0, -5.0, 0.0),
+    (1.0, -1.0, 1.0), (-1.0, 1.0, 1.0), (3.0, 1.0 / 3.0, -1.0),
+    # subnormals: results, addends, products below the smallest subnormal
+    (2.0**-1074, 0.5, 0.0), (2.0**-1074, 1.5, 0.0), (2.0**-1074, 2.5, -0.0), (2.0**-149, 0.5, 0.0),
+    (2.0**-149, 1.5, -2.0**-149), (2.0**-126, 0.75, 2.0**-149), (1e-300, 1e-300, 5e-324), (1e-30, -1e-30, 1e-45),
+    # infinities and NaN
+    (_INF, 0.0, 1.0), (_INF, 1.0, -_INF), (_INF, -2.0, 5.0), (1.0, 2.0, _INF), (0.0, 0.0, -_INF),
+    (_NAN, 1.0, 1.0), (1.0, 1.0, _NAN), (0.0, _INF, _NAN),
+    # overflow: of the product alone (not of the result), of the sum, at the threshold
+    (1e308, 10.0, -_INF), (1e308, 10.0, -1e308), (3e38, 10.0, -3e38),
+    (1.0, _DBL_MAX, -_DBL_MAX), (1.0, _DBL_MAX, 0.0), (1.0, _DBL_MAX, -0.0), (2.0, _DBL_MAX, -_DBL_MAX),
+    (1.0, 3.4028234663852886e38, 1.0141204801825835e31), (1.0, 3.4028234663852886e38, 1.0141203e31),
+])
+def test_kernel_fma_special_cases(dname, a, b, c):
+    dtype = DTYPES[dname][0]
+    with np.errstate(all="ignore"):
+        a, b, c = (dtype(v) for v in (a, b, c))
+    assert same_bits(_run_kernel(a, b, c, dtype), exact_fma_ieee(a, b, c, dtype)), (a, b, c)
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+def test_kernel_fma_catches_double_rounding(dname):
+    """The case of :func:`test_naive_double_rounding_is_caught`, and the batch of ties of the XLA test."""
+    dtype = DTYPES[dname][0]
+    info = np.finfo(dtype)
+    eps = dtype(2.0 ** -info.nmant)
+    a, b, c = dtype(2.0 ** -(info.nmant + 1)) * (dtype(1) + eps), dtype(1) - eps, dtype(1) + eps
+    assert same_bits(_run_kernel(a, b, c, dtype), exact_fma(a, b, c, dtype))
+    a, b, c = _hard_batch(dtype)
+    got = _kernel_fma()(a, b, c)
+    expected = np.array([exact_fma(x, y, z, dtype) for x, y, z in zip(a, b, c)])
+    uint = DTYPES[dname][1]
+    assert np.array_equal(got.view(uint), expected.view(uint))
+
+
+@pytest.mark.parametrize("dname", list(DTYPES))
+def test_kernel_fma_random_samples(dname):
+    """3,000 random samples over the whole exponent range (both signs), one call, against exact rationals."""
+    dtype, uint = DTYPES[dname]
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(21)
+    n = 3000
+
+    def draw(lo, hi):
+        return (rng.uniform(1, 2, n) * rng.choice([-1, 1], n) * 2.0 ** rng.integers(lo, hi, n)).astype(dtype)
+
+    half = (info.maxexp + 2) // 2
+    a, b = draw(-half - 12, half + 1), draw(-half - 12, half + 1)
+    with np.errstate(all="ignore"):
+        near = (a.astype(np.float64) * b.astype(np.float64)).astype(dtype)  # an addend that cancels most of it
+    c = np.where(rng.uniform(size=n) < 0.3, -near * dtype(1 + 2.0**-10), draw(info.minexp - info.nmant, info.maxexp))
+    c = np.where(np.isfinite(c), c, dtype(1)).astype(dtype)
+    with np.errstate(all="ignore"):
+        got = _kernel_fma()(a, b, c)
+    expected = np.array([exact_fma_ieee(x, y, z, dtype) for x, y, z in zip(a, b, c)])
+    same = got.view(uint) == expected.view(uint)
+    assert same.all(), [(a[i], b[i], c[i], got[i], expected[i]) for i in np.nonzero(~same)[0][:5]]
+
+
+_NO_FMA_SCRIPT = """
+import re, sys, numpy as np
+sys.path.insert(0, {root!r})
+from ptycho.backends import _numba_kernel
+from tests.test_rounding import DTYPES, exact_fma_ieee, _hard_batch
+bad = 0
+for name, (dtype, uint) in DTYPES.items():
+    rng = np.random.default_rng(3)
+    a, b, c = _hard_batch(dtype, 300)
+    a = np.concatenate([a, (rng.standard_normal(600) * 2.0 ** rng.integers(-60, 60, 600)).astype(dtype)])
+    b = np.concatenate([b, (rng.standard_normal(600) * 2.0 ** rng.integers(-60, 60, 600)).astype(dtype)])
+    c = np.concatenate([c, (rng.standard_normal(600) * 2.0 ** rng.integers(-120, 120, 600)).astype(dtype)])
+    got = _numba_kernel.scalar_fma(a, b, c)
+    want = np.array([exact_fma_ieee(x, y, z, dtype) for x, y, z in zip(a, b, c)])
+    bad += int((got.view(uint) != want.view(uint)).sum())
+asm = "".join(_numba_kernel._apply_fma.inspect_asm().values())
+print(bad, "vfmadd" in asm, sorted(set(re.findall(r"\\$(fmaf?)\\b", asm))))
+"""
+
+
+def test_kernel_fma_without_the_instruction(tmp_path):
+    """Compiled for a CPU without FMA (x86-64 baseline), llvm.fma becomes a call to the C library's
+    ``fma``/``fmaf``: no instruction, still exact -- the kernel needs no emulation there either."""
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _kernel_fma()
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("an FMA-less target to compile for is x86-64's baseline")
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(__import__("os").environ, NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="",
+               NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _NO_FMA_SCRIPT.format(root=root)], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[0:2] == ["0", "False"], out.stdout
+    assert "fma" in out.stdout and "fmaf" in out.stdout, out.stdout

@@ -16,13 +16,18 @@ of the math:
   ``corner_a + {0, 1, row_stride, row_stride + 1}`` of the zero-bordered
   source, and either ``wa*Ia + wb*Ib + wc*Ic + wd*Id`` left to right
   (``plain``) or ``fma(wd, Id, fma(wc, Ic, fma(wa, Ia, wb*Ib)))``
-  (``compiled``), with the fused multiply-add of
-  :mod:`ptycho.backends.rounding` written out for scalars: the same
-  error-free transformations, the same rounding in float64.
+  (``compiled``), each ``fma`` rounded once in the real precision.
 
-LLVM contracts nothing here (Numba emits no ``contract`` flags without
-``fastmath``), and subnormals are kept, as in NumPy.  The kernel is tested bit
-for bit against the array-API path (``tests/test_kernels.py``).
+The fused multiply-add is LLVM's ``llvm.fma`` (:func:`fma`, a Numba
+intrinsic), not :mod:`ptycho.backends.rounding`'s emulation: ``llvm.fma`` is
+defined as the correctly rounded ``a*b + c`` on every target (the hardware
+instruction, or the C library's ``fma`` where there is none), so it gives the
+emulation's bits at the cost of the plain order, and keeps no emulation for a
+machine without the instruction.  Otherwise LLVM contracts nothing here
+(Numba emits no ``contract`` flags without ``fastmath``), and subnormals are
+kept, as in NumPy.  The kernel is tested bit for bit against the array-API
+path and PtychoPINN's fixture (``tests/test_kernels.py``), its ``fma`` against
+exact rationals (``tests/test_rounding.py``).
 
 Importing this module imports Numba: the NumPy backend imports it only when
 ``numba`` is installed (``ptycho.backends._numpy.selected_kernel``), so
@@ -41,94 +46,49 @@ from typing import Any, Optional
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["translate_into", "scalar_fma", "threads"]
-
-#: float32: the largest finite value and the overflow midpoint (exact in float64); see rounding.py.
-_FLT_MAX = float.fromhex("0x1.fffffep+127")
-_FLT_OVERFLOW = float.fromhex("0x1.ffffffp+127")
-_FLT_MAX32 = np.float32(_FLT_MAX)
-_SPLITTER = 134217729.0
-#: rounding._SPLIT_LIMIT, rounding._SPLIT_SCALE
-_SPLIT_LIMIT = 2.0**995
-_SPLIT_SCALE = 2.0**28
+__all__ = ["fma", "translate_into", "scalar_fma", "threads"]
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _inline = _jit  # LLVM inlines these small functions
 
 
-@_inline
-def _two_sum(a, b):  # noqa: ANN001, ANN202 - rounding.two_sum
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
-    return s, e
+@intrinsic
+def fma(typingctx, a, b, c):  # noqa: ANN001, ANN201 - a Numba intrinsic: callable from jitted code only
+    """``a*b + c`` rounded once (to nearest, ties to even): LLVM's ``llvm.fma``, for float32 and float64.
 
+    ``llvm.fma`` is always fused -- LLVM's reference defines it as the libm
+    ``fma`` (IEEE 754 fusedMultiplyAdd) without errno, whatever the fast-math
+    flags -- so it is the correctly rounded fma on every target: the hardware
+    instruction where the target has one (FMA3 ``vfmadd`` on x86-64 since
+    Haswell / Piledriver, ``fmadd`` on AArch64 and POWER, part of their base
+    ISA), a call to the C library's ``fma`` (correctly rounded in software)
+    where it has none.  Unlike ``a*b + c`` with ``contract`` flags, it is
+    never left unfused.  The three operands must share one real type.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, a, a)
 
-@_inline
-def _fma32(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma32, for scalars, without branches
-    q = np.float64(a) * np.float64(b)  # exact
-    s, e = _two_sum(q, np.float64(c))
-    r = np.float32(s)
-    t = s - np.float64(r)
-    z = s + t
-    rz = np.float32(z)
-    # (t - t) == 0: t is finite.  Selects, not branches: the conditions are data-dependent.
-    away = (t != 0.0) & (np.float64(rz) == z) & ((t - t) == 0.0) & (e != 0.0) & ((e > 0.0) == (t > 0.0))
-    out = rz if away else r
-    at_limit = (abs(s) == _FLT_OVERFLOW) & (e != 0.0) & ((e > 0.0) != (s > 0.0))
-    limit = _FLT_MAX32 if s > 0.0 else -_FLT_MAX32
-    return limit if at_limit else out
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        # What llvmlite's ``IRBuilder.fma`` emits, declared here so that every llvmlite Numba
+        # accepts takes this one path.
+        ty = args[0].type
+        name = "llvm.fma.f32" if a.bitwidth == 32 else "llvm.fma.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty, ty]), name)
+        return builder.call(fn, args)
 
-
-@_inline
-def _split(a):  # noqa: ANN001, ANN202 - rounding._split
-    p = a * _SPLITTER
-    hi = p - (p - a)
-    return hi, a - hi
-
-
-@_inline
-def _fma64(a, b, c):  # noqa: ANN001, ANN202 - rounding._fma64, for scalars
-    p = a * b
-    # rounding.two_product: a huge factor is scaled down by 2**28, the other up (exact)
-    if abs(a) > _SPLIT_LIMIT:
-        a, b = a / _SPLIT_SCALE, b * _SPLIT_SCALE
-    elif abs(b) > _SPLIT_LIMIT:
-        a, b = a * _SPLIT_SCALE, b / _SPLIT_SCALE
-    a_hi, a_lo = _split(a)
-    b_hi, b_lo = _split(b)
-    ul = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    th, tl = _two_sum(c, p)
-    if not np.isfinite(th):
-        return th
-    # rounding._round_to_odd_sum(tl, ul)
-    s, e = _two_sum(tl, ul)
-    magnitude = abs(s)
-    ulp = np.nextafter(magnitude, np.inf) - magnitude
-    steps = magnitude / ulp
-    if e != 0.0 and np.floor(steps * 0.5) * 2.0 == steps:
-        s = np.nextafter(s, np.inf if e > 0.0 else -np.inf)
-    return th if s == 0.0 else th + s  # th + 0 would turn a -0 result into +0
-
-
-def _fma(a, b, c):  # noqa: ANN001, ANN202 - typed by the overload below
-    raise NotImplementedError
-
-
-@overload(_fma)
-def _fma_typed(a, b, c):  # noqa: ANN001, ANN202
-    if isinstance(a, types.Float) and a.bitwidth == 32:
-        return lambda a, b, c: _fma32(a, b, c)
-    return lambda a, b, c: _fma64(a, b, c)
+    return sig, codegen
 
 
 @_inline
 def _row_compiled(wa, wb, wc, wd, ia, ib, ic, id_, v):  # noqa: ANN001, ANN202 - weighted_sum "compiled"
     for x in range(v.shape[0]):
-        v[x] = _fma(wd[x], id_[x], _fma(wc[x], ic[x], _fma(wa[x], ia[x], wb[x] * ib[x])))
+        v[x] = fma(wd[x], id_[x], fma(wc[x], ic[x], fma(wa[x], ia[x], wb[x] * ib[x])))
 
 
 @_inline
@@ -142,9 +102,9 @@ def _bilinear(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, comp
     """Translations ``start <= g*c + k < stop`` into ``out`` (G, h, w, c, 2).
 
     Per output row, the weights, the corners and the sums are each one loop over
-    x on contiguous buffers, so LLVM vectorises the emulated fma (one pixel's
-    chain of three dependent fmas would otherwise leave the core waiting on
-    latency).
+    x on contiguous buffers, so LLVM vectorises the sums (packed ``vfmadd`` for
+    the compiled order on x86-64: one pixel's chain of three dependent fmas
+    would otherwise leave the core waiting on latency).
     """
     groups, c, h = row0.shape
     w = col0.shape[2]
@@ -217,7 +177,7 @@ def _bilinear(re, im, base, row0, one_wy, wy, col0, one_wx, wx, row_stride, comp
 @_jit
 def _apply_fma(a, b, c, out):  # noqa: ANN001, ANN202
     for i in range(a.shape[0]):
-        out[i] = _fma(a[i], b[i], c[i])
+        out[i] = fma(a[i], b[i], c[i])
 
 
 def scalar_fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
