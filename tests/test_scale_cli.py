@@ -61,11 +61,13 @@ def scheduler():
     ],
     ids=["npz-workers2", "zarr", "zarr-workers2", "zarr-workers1", "zarr-scheduler", "npz-scheduler"],
 )
-def test_every_output_holds_the_same_Y(dataset, expected_Y, tmp_path, request, name, dask):
+def test_every_output_holds_the_same_Y(dataset, expected_Y, tmp_path, request, capsys, name, dask):
     if dask == "scheduler":
         dask = ("--scheduler", request.getfixturevalue("scheduler"))
     out = tmp_path / name
     assert run("extract", dataset, "-o", out, *GROUPING, *dask) == 0
+    if dask:  # the engine the workers ran, checked on each of them
+        assert "engine numpy/" in capsys.readouterr().out.replace("\n", " ")
     got = zarr.open_group(out, mode="r")["Y"][...] if name.endswith(".zarr") else load_grouped(out)["Y"]
     assert got.dtype == expected_Y.dtype
     np.testing.assert_array_equal(got, expected_Y)
@@ -110,3 +112,17 @@ def test_storage_options_parse_json_values():
         "anon": True, "endpoint_url": "http://127.0.0.1:9000", "client_kwargs": {"a": 1},
         "default_block_size": 1048576,
     }
+
+
+def test_workers_run_and_report_the_fastest_engine_installed(dataset, expected_Y, tmp_path, capsys):
+    """Without --backend, --workers runs the Numba kernel (ptycho[fast]) and says so; same Y."""
+    require_extra("fast")
+    grouping = GROUPING[:GROUPING.index("--backend")] + GROUPING[GROUPING.index("--backend") + 2:]
+    out = tmp_path / "g.zarr"
+    assert run("extract", dataset, "-o", out, *grouping, "--workers", 2) == 0
+    said = capsys.readouterr().out
+    assert "engine numpy/numba (NumPy backend, Numba kernel, 1 thread per task; verified bit for bit on 2 workers)" \
+        in said
+    group = zarr.open_group(out, mode="r")
+    np.testing.assert_array_equal(group["Y"][...], expected_Y)
+    assert group.attrs["engine"]["name"] == "numpy/numba"

@@ -370,3 +370,21 @@ def test_grouped_overwrite_keeps_old_output_until_new_one_is_complete(tmp_path, 
     after = np.asarray(zarr.open_group(str(out), mode="r")["Y"][:])
     np.testing.assert_array_equal(after, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.zarr"]
+
+
+def test_auto_is_the_fastest_engine_installed_and_is_recorded(tmp_path, monkeypatch):
+    """auto: the NumPy backend's Numba kernel with the fast extra, else the array path; PTYCHO_NUMPY_KERNEL
+    of this process is honoured; the store records the engine, the patches are the same bits."""
+    from ptycho.backends._numpy import numba_available
+    from ptycho.scale import choose_engine
+
+    image, positions = _object(), _positions(300)
+    out = extract_to_zarr(image, positions, N, tmp_path / "a.zarr", chunk_size=128)
+    fastest = "numpy/numba" if numba_available() else "numpy/array"
+    assert out.attrs["engine"]["name"] == choose_engine().name == fastest
+    assert out.attrs["engine"]["verified_workers"] == 0
+    monkeypatch.setenv("PTYCHO_NUMPY_KERNEL", "array")
+    slow = extract_to_zarr(image, positions, N, tmp_path / "b.zarr", chunk_size=128)
+    assert slow.attrs["engine"]["name"] == "numpy/array"
+    np.testing.assert_array_equal(out[...], slow[...])
+    np.testing.assert_array_equal(out[...], _reference(image, positions, 1))

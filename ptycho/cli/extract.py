@@ -36,6 +36,11 @@ examples:
   ptycho-patches extract scan.npz -o s3://bucket/run.zarr --workers 8
   ptycho-patches extract scan.npz -o s3://bucket/run.zarr --scheduler tcp://10.0.0.5:8786
 
+A .zarr output or a Dask run (--workers, --scheduler) without --backend runs
+the fastest exact engine installed on the workers -- NumPy with the Numba
+kernel of ptycho[fast], else the NumPy array path -- chosen once, checked bit
+for bit on every worker, and printed; --backend jax or tensorflow runs XLA.
+
 An s3:// output takes its endpoint and credentials from AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION (on every
 worker too); --storage-option KEY=VALUE passes any other s3fs option.
@@ -171,10 +176,11 @@ def run(args: argparse.Namespace) -> int:
     N = resolve_N(args.N, raw)
     # The input is good: now the optional extra (before the seconds of a backend import).
     scale = _scale_module() if to_zarr or on_dask else None
-    backend = args.backend or default_backend()
+    # Zarr and Dask runs: the fastest exact engine installed (on the workers), chosen once by ptycho.scale.
+    backend = args.backend or ("auto" if scale is not None else default_backend())
     progress = progress_enabled(args)
     # On Dask the workers import the backend; here only local runs pay for it.
-    import_seconds = 0.0 if on_dask else prepare_backend(backend, args.debug)
+    import_seconds = 0.0 if on_dask or backend == "auto" else prepare_backend(backend, args.debug)
     options = dict(N=N, gridsize=args.gridsize, K=args.K, nsamples=args.nsamples, seed=args.seed,
                    backend=backend, batch_size=args.batch_size)
 
@@ -193,23 +199,24 @@ def run(args: argparse.Namespace) -> int:
             # Without overwrite, grouped_to_zarr resumes a store of the same
             # settings (and refuses one of other settings).  On Dask the
             # workers write Y's chunks into the store themselves.
-            _call_scale(scale.grouped_to_zarr, raw, out_text if url else out, overwrite=args.overwrite,
-                        progress=progress, **cluster, **options)
+            engine = _call_scale(scale.grouped_to_zarr, raw, out_text if url else out, overwrite=args.overwrite,
+                                 progress=progress, **cluster, **options)
         resumed = " (resumed)" if args.resume and existed else ""
         where = ""
         if args.workers is not None:
             where = f" on Dask ({args.workers} local worker{'s' if args.workers > 1 else ''})"
         elif args.scheduler is not None:
             where = f" on Dask ({args.scheduler})"
-        say(f"extract: {len(raw)} positions -> Zarr, N={N}, gridsize={args.gridsize}, backend {backend}{where}, "
-            f"in {t.seconds:.2f} s{resumed}")
+        say(f"extract: {len(raw)} positions -> Zarr, N={N}, gridsize={args.gridsize}, engine {engine.describe()}"
+            f"{where}, in {t.seconds:.2f} s{resumed}")
         say(f"wrote {out_text} ({_url_size_text(out_text, storage_options) if url else size_text(out)})")
         return EXIT_OK
 
+    chosen: list = []
     with Timer() as t:
         if on_dask:
             grouped = _call_scale(scale.grouped_with_dask, raw, workers=args.workers, scheduler=args.scheduler,
-                                  progress=progress, **options)
+                                  progress=progress, on_engine=chosen.append, **options)
         else:
             grouped = raw.generate_grouped_data(progress=progress, **options)
     from ptycho.dataset import save_grouped
@@ -219,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     G, c, N, P = grouped_summary(grouped)
     rate = f", {P / t.seconds:,.0f} patches/s" if t.seconds > 0 else ""
     where = " on Dask" if on_dask else f" (import {import_seconds:.2f} s)"
+    engine = f"engine {chosen[0].describe()}" if chosen else f"backend {backend}"
     say(f"extract: {G} groups x {c} = {P} patches of {N}x{N} ({grouped['Y'].dtype}) from {len(raw)} "
-        f"positions, backend {backend}{where}")
+        f"positions, {engine}{where}")
     say(f"         grouping and patches {t.seconds:.2f} s{rate} (compilation included)")
     say(f"fields: {_fields_text(grouped)}")
     say(f"wrote {out} ({size_text(out)}) in {tw.seconds:.2f} s")

@@ -16,6 +16,12 @@ over many positions, each cutting the positions into chunks of whole groups:
 - :func:`stitch_zarr` -- the other direction: the normalised stitch of a
   grouped Zarr store, per-block canvases summed by a tree reduction on Dask.
 
+Every runner's tasks run one engine, chosen once per run by
+:func:`choose_engine` (the NumPy backend's Numba kernel when the ``fast``
+extra is on every worker, JAX or TensorFlow when asked), checked bit for bit
+on every worker, recorded (``engine`` attribute of the Zarr outputs) and
+logged on the ``ptycho.scale`` logger.
+
 Importing this package is cheap: Zarr, Dask and JAX are imported by the
 function that needs them (install them with ``pip install 'ptycho[scale]'``;
 JAX with ``ptycho[jax]``).
@@ -33,6 +39,8 @@ __all__ = [
     "grouped_with_dask",
     "sharded_extract_patches",
     "stitch_zarr",
+    "choose_engine",
+    "Engine",
 ]
 
 #: public name -> submodule that defines it (imported on first access)
@@ -43,6 +51,8 @@ _LAZY = {
     "grouped_with_dask": "ptycho.scale.dask_engine",
     "sharded_extract_patches": "ptycho.scale.sharding",
     "stitch_zarr": "ptycho.scale.stitching",
+    "choose_engine": "ptycho.scale._engine",
+    "Engine": "ptycho.scale._engine",
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def _patch_block(
     N: int,
     channels: int,
     channel_axis: bool,
-    backend: str,
+    engine: Any,
     interpolation: str,
     padding: int,
     block_id: Any = None,
@@ -42,13 +42,16 @@ def _patch_block(
 
     Every task receives the whole positions array (shipped once per worker,
     like the object) and cuts its own chunk, so the graph holds no array data.
+    It runs ``engine`` (an :class:`ptycho.scale._engine.Engine`), chosen once
+    for the whole run.
     """
     start = block_id[0] * chunk_patches
     stop = min(start + chunk_patches, positions.shape[0])
-    return _plan.extract_block(
-        image, positions[start:stop], N=N, channels=channels, channel_axis=channel_axis,
-        backend=backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
-    )
+    with engine.running():
+        return _plan.extract_block(
+            image, positions[start:stop], N=N, channels=channels, channel_axis=channel_axis,
+            backend=engine.backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
+        )
 
 
 def dask_extract_patches(
@@ -58,7 +61,7 @@ def dask_extract_patches(
     *,
     channels: int = 1,
     chunk_size: int = 4096,
-    backend: str = "numpy",
+    backend: Any = "auto",
     client: Any = None,
     channel_axis: Optional[bool] = None,
     interpolation: str = "bilinear",
@@ -78,12 +81,18 @@ def dask_extract_patches(
         c; P must be a multiple of c.
     chunk_size : int
         Positions per task, rounded down to whole groups (a multiple of c).
-    backend : {'numpy', 'jax', 'tensorflow'}
-        Engine run by each task (it must be installed on the workers).
+    backend : {'auto', 'numpy', 'jax', 'tensorflow'} or Engine
+        Engine run by each task, chosen once now
+        (:func:`ptycho.scale.choose_engine`; logged on the ``ptycho.scale``
+        logger): ``'auto'`` is the NumPy backend with the Numba kernel when
+        every worker has it (the ``fast`` extra), else its array path; JAX or
+        TensorFlow (XLA) when asked.  Every value gives the same bits.
     client : distributed.Client, optional
         With a client, the object and the positions are scattered to all its
-        workers now, once; compute the array on that client.  Without one,
-        each is a single key of the graph, for any scheduler.
+        workers now, once, and the engine is checked on every worker (a
+        probe, bit for bit); compute the array on that client.  Without one,
+        each is a single key of the graph, for any scheduler (the engine runs
+        in this process).
     channel_axis : bool, optional
         Output (P // c, N, N, c) when True, (P, N, N) when False (c == 1);
         default: True exactly when c > 1.
@@ -98,7 +107,7 @@ def dask_extract_patches(
         complex128/float64 object), chunked along the first axis only; its
         blocks equal the in-memory engine's patches bit for bit.
     """
-    from ptycho.backends import canonical_name
+    from ptycho.scale._engine import choose_engine
 
     dask = _plan.require("dask")
     da = _plan.require("dask.array")
@@ -106,7 +115,8 @@ def dask_extract_patches(
         image, positions, N, channels=channels, chunk_size=chunk_size,
         channel_axis=channel_axis, interpolation=interpolation, padding=padding,
     )
-    backend = canonical_name(backend)
+    engine = choose_engine(backend, client, N=plan.N, channels=plan.channels,
+                           interpolation=plan.interpolation, padding=plan.padding, dtype=plan.dtype)
     image_np = np.ascontiguousarray(plan.image)
     positions_np = np.ascontiguousarray(plan.positions)
     if client is not None:
@@ -127,12 +137,12 @@ def dask_extract_patches(
     tail = tuple((size,) for size in plan.shape[1:])
     token = dask.base.tokenize(
         image_ref.key, positions_ref.key, plan.chunk_patches, plan.N, plan.channels,
-        plan.channel_axis, backend, plan.interpolation, plan.padding,
+        plan.channel_axis, engine.name, engine.threads, plan.interpolation, plan.padding,
     )
     return da.map_blocks(
         _patch_block, image_ref, positions_ref,
         chunk_patches=plan.chunk_patches, N=plan.N, channels=plan.channels,
-        channel_axis=plan.channel_axis, backend=backend, interpolation=plan.interpolation,
+        channel_axis=plan.channel_axis, engine=engine, interpolation=plan.interpolation,
         padding=plan.padding, chunks=(rows,) + tail, dtype=plan.dtype,
         meta=np.empty((0,) * len(plan.shape), dtype=plan.dtype),
         name=f"ptycho-patches-{token}",
@@ -209,11 +219,12 @@ def grouped_with_dask(
     K: Optional[int] = None,
     nsamples: Optional[int] = None,
     seed: Any = None,
-    backend: str = "numpy",
+    backend: Any = "auto",
     batch_size: Optional[int] = None,
     workers: Optional[int] = None,
     scheduler: Optional[str] = None,
     progress: bool = False,
+    on_engine: Optional[Callable[[Any], None]] = None,
 ) -> dict:
     """``generate_grouped_data`` with ``Y`` computed by Dask over chunks of groups.
 
@@ -223,8 +234,8 @@ def grouped_with_dask(
         The scan; ``raw.objectGuess`` is the object ``Y`` is cut from.
     N, gridsize, K, nsamples, seed
         As for ``generate_grouped_data``; same seed, same groups.
-    backend : {'numpy', 'jax', 'tensorflow'}
-        Engine each task runs.
+    backend : {'auto', 'numpy', 'jax', 'tensorflow'}
+        Engine each task runs, chosen once (see :func:`dask_extract_patches`).
     batch_size : int, optional
         Patches per task, rounded down to whole groups (at least one);
         default 4096, as for ``generate_grouped_data``.
@@ -237,6 +248,9 @@ def grouped_with_dask(
         Neither given: Dask's threaded scheduler in this process.
     progress : bool
         tqdm progress bar (chunks) on stderr.
+    on_engine : callable, optional
+        Called once with the :class:`ptycho.scale.Engine` chosen for the run
+        (what ``ptycho-patches extract`` prints).
 
     Returns
     -------
@@ -244,6 +258,8 @@ def grouped_with_dask(
         The fields of ``raw.grouped_fields`` plus ``Y`` (G, N, N, c), the same
         dict as ``raw.generate_grouped_data``, values equal bit for bit.
     """
+    from ptycho.scale._engine import choose_engine
+
     N = _validate.patch_size(N)
     fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
     obj = _plan.object_of(raw)
@@ -251,8 +267,11 @@ def grouped_with_dask(
     positions = _plan.grouped_positions(fields, c)
     chunk_patches = _plan.patches_per_chunk(batch_size, c)
     with _client_for(workers, scheduler) as client:
+        engine = choose_engine(backend, client, N=N, channels=c, dtype=_plan.complex_dtype_for(obj))
+        if on_engine is not None:
+            on_engine(engine)
         array = dask_extract_patches(
-            obj, positions, N, channels=c, chunk_size=chunk_patches, backend=backend,
+            obj, positions, N, channels=c, chunk_size=chunk_patches, backend=engine,
             client=client, channel_axis=True,
         )
         fields["Y"] = compute_into(array, client, progress=progress)

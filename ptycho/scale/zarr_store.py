@@ -42,6 +42,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
@@ -52,7 +54,7 @@ from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate
 from ptycho.scale import _plan
 
-__all__ = ["extract_to_zarr", "grouped_to_zarr"]
+__all__ = ["extract_to_zarr", "grouped_to_zarr", "chunk_timings"]
 
 #: ``format`` attribute of the arrays and groups written here.
 FORMAT = "ptycho-patches/1"
@@ -66,6 +68,33 @@ _IDENTITY = (
 
 def _zarr() -> Any:
     return _plan.require("zarr")
+
+
+# Wall seconds this process spent per chunk: in the engine and in storing the block
+# (Zarr's encoding -- compression included -- and the write).  Read by the benchmark,
+# on each worker through ``client.run(chunk_timings)``.
+_TIMINGS = {"chunks": 0, "engine_s": 0.0, "store_s": 0.0}
+_TIMINGS_LOCK = threading.Lock()
+
+
+def _add_timing(key: str, seconds: float, chunks: int = 0) -> None:
+    with _TIMINGS_LOCK:
+        _TIMINGS[key] += seconds
+        _TIMINGS["chunks"] += chunks
+
+
+def chunk_timings(reset: bool = False) -> dict:
+    """This process's chunk counters: ``chunks``, ``engine_s``, ``store_s`` (wall seconds, summed).
+
+    ``engine_s`` is the engine's time for the chunks computed here,
+    ``store_s`` the time of ``array[rows] = block`` (encoding, compression and
+    the write).  ``reset=True`` zeroes them after reading.
+    """
+    with _TIMINGS_LOCK:
+        out = dict(_TIMINGS)
+        if reset:
+            _TIMINGS.update(chunks=0, engine_s=0.0, store_s=0.0)
+    return out
 
 
 def _compressors(compressor: Any) -> Any:
@@ -208,7 +237,7 @@ def extract_to_zarr(
     *,
     channels: int = 1,
     chunk_size: int = 4096,
-    backend: str = "numpy",
+    backend: Any = "auto",
     compressor: Any = "default",
     overwrite: bool = False,
     progress: bool = False,
@@ -240,8 +269,13 @@ def extract_to_zarr(
         Positions per chunk (one engine call, one Zarr chunk), rounded down to
         whole groups (a multiple of c, at least c).  Memory use is a few
         chunks: about 60 kB per position at N = 32 on NumPy.
-    backend : {'numpy', 'jax', 'tensorflow'}
-        Engine (all give the same values bit for bit).
+    backend : {'auto', 'numpy', 'jax', 'tensorflow'} or Engine
+        Engine, chosen once for the run (:func:`ptycho.scale.choose_engine`)
+        and recorded in the ``engine`` attribute: ``'auto'`` is the NumPy
+        backend with the Numba kernel when it is installed (here, or on every
+        worker of ``client``; checked there bit for bit on a probe), else its
+        array path; JAX or TensorFlow (XLA) when asked.  All give the same
+        values bit for bit.
     compressor : 'default', None or a Zarr codec
         'default' is Zarr's default compressor (Zstandard); None stores raw bytes.
     overwrite : bool
@@ -278,8 +312,9 @@ def extract_to_zarr(
     zarr.Array
         (P, N, N) or (P // c, N, N, c), complex64 (complex128 for a
         complex128/float64 object), chunked along the first axis, with
-        attributes ``N``, ``channels``, ``gridsize``, ``backend``,
-        ``ptycho_version``, ``positions_sha256``, ``image_sha256``,
+        attributes ``N``, ``channels``, ``gridsize``, ``backend``, ``engine``
+        (the engine of the last run: ``name``, ``backend``, ``kernel``,
+        ``threads_per_task``, ``verified_workers``), ``ptycho_version``, ``positions_sha256``, ``image_sha256``,
         ``chunk_size``, ``completed_chunks`` (ranges ``[first, stop)`` of
         chunk ids) and ``complete``.
 
@@ -290,14 +325,13 @@ def extract_to_zarr(
         ``store``/``path`` and ``overwrite`` is False; or a bad argument.
     """
     import ptycho
-    from ptycho.backends import canonical_name
+    from ptycho.scale._engine import choose_engine
 
     zarr = _zarr()
     plan = _plan.make_plan(
         image, positions, N, channels=channels, chunk_size=chunk_size,
         channel_axis=channel_axis, interpolation=interpolation, padding=padding,
     )
-    backend = canonical_name(backend)
     compressors = _compressors(compressor)
     if not isinstance(overwrite, (bool, np.bool_)):
         raise InputTypeError(f"overwrite must be True or False, got {overwrite!r}")
@@ -314,15 +348,19 @@ def extract_to_zarr(
     if client is not None:
         _check_shared_store(store, where)
     identity = _identity(plan)
+    engine = choose_engine(backend, client, N=plan.N, channels=plan.channels,
+                           interpolation=plan.interpolation, padding=plan.padding, dtype=plan.dtype)
 
     array = None if overwrite else _open_existing(store, path)
     if array is not None:
         _check_resumable(array, identity, where)
+        array.attrs.update({"backend": engine.backend, "engine": engine.as_dict()})
     else:
         attributes = dict(
             identity,
             gridsize=_plan.gridsize_of(plan.channels),
-            backend=backend,
+            backend=engine.backend,
+            engine=engine.as_dict(),
             ptycho_version=ptycho.__version__,
             completed_chunks=[],
             complete=False,
@@ -336,10 +374,10 @@ def extract_to_zarr(
     done = _chunk_ids(array.attrs.get("completed_chunks", []))
     todo = [i for i in range(plan.n_chunks) if i not in done]
     if todo and client is not None:
-        _write_on_cluster(array, plan, todo, done, backend=backend, client=client,
+        _write_on_cluster(array, plan, todo, done, engine=engine, client=client,
                           progress=progress, on_chunk=on_chunk)
     elif todo:
-        _stream(array, plan, todo, done, backend=backend, progress=progress, on_chunk=on_chunk)
+        _stream(array, plan, todo, done, engine=engine, progress=progress, on_chunk=on_chunk)
     if not array.attrs.get("complete", False):
         array.attrs.update({"complete": True})
     return array
@@ -351,7 +389,7 @@ def _stream(
     todo: list,
     done: set,
     *,
-    backend: str,
+    engine: Any,
     progress: bool,
     on_chunk: Optional[Callable[[int], None]],
 ) -> None:
@@ -364,7 +402,9 @@ def _stream(
     from tqdm import tqdm
 
     def store_chunk(chunk: int, block: np.ndarray) -> None:
+        begin = time.perf_counter()
         array[plan.rows(chunk)] = block
+        _add_timing("store_s", time.perf_counter() - begin)
         done.add(chunk)
         array.attrs.update({"completed_chunks": _chunk_ranges(done)})
         if on_chunk is not None:
@@ -381,12 +421,15 @@ def _stream(
         try:
             for chunk in todo:
                 start, stop = plan.bounds(chunk)
-                block = _plan.extract_block(
-                    plan.image, plan.positions[start:stop], N=plan.N, channels=plan.channels,
-                    channel_axis=plan.channel_axis, backend=backend,
-                    interpolation=plan.interpolation, padding=plan.padding,
-                    pad_to=plan.chunk_patches,
-                )
+                begin = time.perf_counter()
+                with engine.running():
+                    block = _plan.extract_block(
+                        plan.image, plan.positions[start:stop], N=plan.N, channels=plan.channels,
+                        channel_axis=plan.channel_axis, backend=engine.backend,
+                        interpolation=plan.interpolation, padding=plan.padding,
+                        pad_to=plan.chunk_patches,
+                    )
+                _add_timing("engine_s", time.perf_counter() - begin, chunks=1)
                 if pending is not None:
                     pending.result()  # re-raises a failed write here
                     bar.update(previous)
@@ -422,15 +465,17 @@ def _write_chunk(
     N: int,
     channels: int,
     channel_axis: bool,
-    backend: str,
+    engine: Any,
     interpolation: str,
     padding: int,
 ) -> tuple[int, bool]:
     """A cluster task: compute chunk ``chunk`` and write it into ``array``.
 
     Runs on a Dask worker.  ``image`` and ``positions`` are the whole arrays
-    (sent once per worker); the task cuts its own positions.  The chunk's rows
-    are exactly one Zarr chunk, so no other task writes the same object.
+    (sent once per worker); the task cuts its own positions and runs
+    ``engine`` (:class:`ptycho.scale._engine.Engine`), the one chosen and
+    verified for the run.  The chunk's rows are exactly one Zarr chunk, so no
+    other task writes the same object.
 
     Returns ``(chunk, stored)``: ``stored`` is False when every patch of the
     chunk is zero (positions far outside the object), a chunk that Zarr does
@@ -438,11 +483,16 @@ def _write_chunk(
     """
     start = chunk * chunk_patches
     stop = min(start + chunk_patches, positions.shape[0])
-    block = _plan.extract_block(
-        image, positions[start:stop], N=N, channels=channels, channel_axis=channel_axis,
-        backend=backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
-    )
+    begin = time.perf_counter()
+    with engine.running():
+        block = _plan.extract_block(
+            image, positions[start:stop], N=N, channels=channels, channel_axis=channel_axis,
+            backend=engine.backend, interpolation=interpolation, padding=padding, pad_to=chunk_patches,
+        )
+    computed = time.perf_counter()
     array[start // channels:stop // channels] = block
+    _add_timing("engine_s", computed - begin, chunks=1)
+    _add_timing("store_s", time.perf_counter() - computed)
     return chunk, bool(np.any(block))
 
 
@@ -460,7 +510,7 @@ def _write_on_cluster(
     todo: list,
     done: set,
     *,
-    backend: str,
+    engine: Any,
     client: Any,
     progress: bool,
     on_chunk: Optional[Callable[[int], None]],
@@ -488,7 +538,7 @@ def _write_on_cluster(
     run = uuid.uuid4().hex[:12]
     settings = dict(
         chunk_patches=plan.chunk_patches, N=plan.N, channels=plan.channels,
-        channel_axis=plan.channel_axis, backend=backend, interpolation=plan.interpolation,
+        channel_axis=plan.channel_axis, engine=engine, interpolation=plan.interpolation,
         padding=plan.padding,
     )
     futures = [
@@ -545,6 +595,13 @@ def _write_small(group: Any, name: str, value: np.ndarray, rows: int) -> None:
     array[...] = value
 
 
+def _engine_from_record(record: dict) -> Any:
+    from ptycho.scale._engine import Engine
+
+    return Engine(backend=record["backend"], kernel=record["kernel"], threads=record["threads_per_task"],
+                  workers=record["verified_workers"])
+
+
 def _fields_hash(fields: dict) -> str:
     """One sha256 over every field's name and :func:`_plan.sha256_of`."""
     import hashlib
@@ -573,7 +630,7 @@ def grouped_to_zarr(
     K: Optional[int] = None,
     nsamples: Optional[int] = None,
     seed: Any = None,
-    backend: str = "numpy",
+    backend: Any = "auto",
     batch_size: Optional[int] = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -581,7 +638,7 @@ def grouped_to_zarr(
     scheduler: Optional[str] = None,
     client: Any = None,
     storage_options: Optional[dict] = None,
-) -> None:
+) -> Any:
     """Group a scan and write the grouped dataset to a Zarr v3 group, streaming ``Y``.
 
     The Zarr counterpart of :meth:`ptycho.dataset.RawData.generate_grouped_data`
@@ -597,8 +654,8 @@ def grouped_to_zarr(
         URL (``s3://bucket/run.zarr``).
     N, gridsize, K, nsamples, seed
         As for ``generate_grouped_data``; same seed, same groups.
-    backend : {'numpy', 'jax', 'tensorflow'}
-        Engine for ``Y``.
+    backend : {'auto', 'numpy', 'jax', 'tensorflow'}
+        Engine for ``Y``, chosen once (see :func:`extract_to_zarr`).
     batch_size : int, optional
         Patches per chunk of ``Y`` (one engine call each), rounded down to
         whole groups (at least one); default 4096, as for
@@ -624,12 +681,17 @@ def grouped_to_zarr(
     storage_options : dict, optional
         Options of the URL's fsspec filesystem (see :func:`extract_to_zarr`).
 
+    Returns
+    -------
+    ptycho.scale.Engine
+        The engine that computed ``Y`` (also the group's ``engine`` attribute).
+
     Notes
     -----
     The group holds every field of ``raw.grouped_fields`` (``coords_nn``,
     ``coords_offsets``, ``coords_relative``, ``nn_indices``, ``diffraction``,
     ...) and ``Y``; its attributes hold N, gridsize, K, nsamples, seed,
-    backend, the package version, ``fields_sha256`` (recorded once every field
+    backend, engine, the package version, ``fields_sha256`` (recorded once every field
     but ``Y`` is stored) and ``complete`` once ``Y`` is done.
     """
     import ptycho
@@ -656,15 +718,17 @@ def grouped_to_zarr(
         # (An object store has no rename: an s3:// output is replaced in place.)
         from ptycho._io import atomic_write
 
+        chosen: list = []
+
         def write_new(tmp_path: Any) -> None:
-            grouped_to_zarr(
+            chosen.append(grouped_to_zarr(
                 raw, tmp_path, N=N, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed,
                 backend=backend, batch_size=batch_size, overwrite=False, progress=progress,
                 workers=workers, scheduler=scheduler, client=client,
-            )
+            ))
 
         atomic_write(out_path, write_new, overwrite=True)
-        return
+        return chosen[0]
     N = _validate.patch_size(N)
     fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
     obj = _plan.object_of(raw)
@@ -693,7 +757,7 @@ def grouped_to_zarr(
                 f"out_path: the group at {out_path} was written with other settings ({stored}, now "
                 f"{settings}); pass overwrite=True to replace it"
             )
-    group.attrs.update(dict(settings, backend=backend, ptycho_version=ptycho.__version__))
+    group.attrs.update(dict(settings, ptycho_version=ptycho.__version__))
 
     # The small fields are all written, then their hash recorded: a run
     # killed among them rewrites them on resume; fields from another scan
@@ -713,9 +777,11 @@ def grouped_to_zarr(
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(_client_for(workers, scheduler))
-        extract_to_zarr(
+        Y = extract_to_zarr(
             obj, positions, N, group, path="Y", channels=c, chunk_size=chunk_patches,
             backend=backend, overwrite=bool(overwrite), progress=progress, channel_axis=True,
             client=client,
         )
-    group.attrs.update({"complete": True})
+    engine = Y.attrs["engine"]
+    group.attrs.update({"complete": True, "backend": engine["backend"], "engine": engine})
+    return _engine_from_record(engine)
