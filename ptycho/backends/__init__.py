@@ -62,6 +62,7 @@ __all__ = [
     "translate",
     "translate_validated",
     "place_patches",
+    "projective_warp",
 ]
 
 
@@ -359,3 +360,5 @@ def translate_validated(
 
 # Placement (the adjoint of extract_patches) lives in its own module; importing it imports no backend.
 from ptycho.backends.placement import place_patches  # noqa: E402  (after the entries it mirrors)
+# The general projective warp (every output pixel computed; no window to slice), likewise.
+from ptycho.backends.projective import projective_warp  # noqa: E402

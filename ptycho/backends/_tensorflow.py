@@ -171,6 +171,9 @@ namespace.scatter_add_rows = _scatter_add_rows
 if not hasattr(namespace, "mean"):
     # PtychoPINN recentres its offsets with tf.reduce_mean: the same op, the same bits
     namespace.mean = lambda x, axis=None: tf.reduce_mean(x, axis=axis)
+# the projective warp (ptycho.backends.projective): NaN sample points
+if not hasattr(namespace, "isnan"):
+    namespace.isnan = tf.math.is_nan
 
 
 # ---------------------------------------------------------------------------
