@@ -499,6 +499,57 @@ def _cases() -> list[BadInput]:
     add("tx-channels-indivisible", tx, "3 translations with channels=2", lambda: _translate_xla(translations=np.zeros((3, 2)), channels=2), ValueError, "translations", "channels = 2", "3 translations", needs=tf)
     add("tx-channels-multichannel", tx, "channels=2 with 2-channel images", lambda: _translate_xla(images=np.concatenate([_image4(), _image4()], -1), translations=np.zeros((2, 2)), channels=2), ValueError, "channels", "2 channels", needs=tf)
     add("tx-use-jit-str", tx, "use_jit='no'", lambda: _translate_xla(use_jit="no"), TypeError, "use_jit", "str 'no'", needs=tf)
+    add("tx-broadcast-indivisible", tx, "images batch 6 with 4 translations (not a multiple)", lambda: _translate_xla(images=np.concatenate([_image4()] * 6), translations=np.zeros((4, 2))), ValueError, "images batch", "(6)", "(4)", "multiple", needs=tf)
+
+    def _warp(images: Any = None, transforms: Any = None, **kwargs: Any) -> Any:
+        from ptycho.projective_warp_xla import projective_warp_xla
+
+        images = _image4() if images is None else images
+        transforms = np.eye(3)[None] if transforms is None else transforms
+        return projective_warp_xla(images, transforms, **kwargs)
+
+    def _warp_none(which: str) -> Any:
+        from ptycho.projective_warp_xla import projective_warp_xla
+
+        return projective_warp_xla(None, np.eye(3)[None]) if which == "images" else projective_warp_xla(_image4(), None)
+
+    def _tfa(params: Any) -> Any:
+        from ptycho.projective_warp_xla import tfa_params_to_3x3
+
+        return tfa_params_to_3x3(params)
+
+    def _backend_warp(images: Any = None, **kwargs: Any) -> Any:
+        from ptycho.backends import projective_warp
+
+        return projective_warp(_image4() if images is None else images, np.eye(3)[None], **kwargs)
+
+    pw = "projective_warp_xla"
+    add("pw-images-none", pw, "images=None", lambda: _warp_none("images"), TypeError, "images", "None", needs=tf)
+    add("pw-images-3d", pw, "images of shape (1, 8, 8)", lambda: _warp(images=OBJ[None]), ValueError, "images", "4-D", "(1, 8, 8)", needs=tf)
+    add("pw-images-bool", pw, "boolean images", lambda: _warp(images=_image4(np.float32) > 0), TypeError, "images", "bool", needs=tf)
+    add("pw-transforms-none", pw, "transforms=None", lambda: _warp_none("transforms"), TypeError, "transforms", "None", needs=tf)
+    add("pw-transforms-shape", pw, "transforms of shape (1, 3, 2)", lambda: _warp(transforms=np.zeros((1, 3, 2))), ValueError, "transforms", "(B, 8)", "(B, 3, 3)", "(1, 3, 2)", needs=tf)
+    add("pw-transforms-complex", pw, "complex transforms", lambda: _warp(transforms=np.eye(3)[None] + 0j), TypeError, "transforms", "complex128", needs=tf)
+    add("pw-transforms-nan", pw, "a NaN in the matrix", lambda: _warp(transforms=_with(np.eye(3)[None], (0, 0, 2), np.nan)), ValueError, "transforms", "finite", "nan", "(0, 0, 2)", needs=tf)
+    add("pw-transforms-f32-overflow", pw, "matrix entry 1e39 with complex64 images", lambda: _warp(transforms=_with(np.eye(3)[None], (0, 0, 2), 1e39)), ValueError, "transforms", "float32", "1e+39", needs=tf)
+    add("pw-batch-mismatch", pw, "images batch 2 with 3 transforms", lambda: _warp(images=np.concatenate([_image4(), _image4()]), transforms=np.tile(np.eye(3), (3, 1, 1))), ValueError, "images batch (2)", "transforms batch (3)", needs=tf)
+    add("pw-interpolation", pw, "interpolation='bicubic'", lambda: _warp(interpolation="bicubic"), ValueError, "interpolation", "'bicubic'", needs=tf)
+    add("pw-fill-mode", pw, "fill_mode='reflect'", lambda: _warp(fill_mode="reflect"), ValueError, "fill_mode", "'reflect'", "edge", needs=tf)
+    add("pw-fill-value-str", pw, "fill_value='0'", lambda: _warp(fill_mode="constant", fill_value="0"), TypeError, "fill_value", "str '0'", needs=tf)
+    add("pw-fill-value-nan", pw, "fill_value=nan", lambda: _warp(fill_mode="constant", fill_value=float("nan")), ValueError, "fill_value", "finite", "nan", needs=tf)
+    add("pw-fill-value-complex", pw, "fill_value=1j with real images", lambda: _warp(images=_image4(np.float32), fill_mode="constant", fill_value=1j), TypeError, "fill_value", "1j", "real", needs=tf)
+    add("pw-fill-value-unused", pw, "fill_value=2.0 with fill_mode='zeros'", lambda: _warp(fill_mode="zeros", fill_value=2.0), ValueError, "fill_value", "2.0", "constant", needs=tf)
+    tfa = "tfa_params_to_3x3"
+    add("tfa-none", tfa, "params=None", lambda: _tfa(None), TypeError, "params", "None", needs=tf)
+    add("tfa-shape", tfa, "params of shape (2, 9)", lambda: _tfa(np.zeros((2, 9))), ValueError, "params", "(B, 8)", "(2, 9)", needs=tf)
+    add("tfa-bool", tfa, "boolean params", lambda: _tfa(np.ones((1, 8), bool)), TypeError, "params", "bool", needs=tf)
+    add("tfa-complex", tfa, "complex params", lambda: _tfa(np.ones((1, 8), complex)), TypeError, "params", "complex128", needs=tf)
+    bw = "backends.projective_warp"
+    add("bw-images-str", bw, "images='abc'", lambda: _backend_warp(images="abc"), TypeError, "images", "str", "NumPy, JAX or TensorFlow")
+    add("bw-images-empty", bw, "images of shape (1, 0, 4, 1)", lambda: _backend_warp(images=np.zeros((1, 0, 4, 1))), ValueError, "images", "non-empty", "(1, 0, 4, 1)")
+    add("bw-evaluation", bw, "evaluation='fast'", lambda: _backend_warp(evaluation="fast"), ValueError, "evaluation", "'fast'")
+    add("bw-jit-str", bw, "jit='yes'", lambda: _backend_warp(jit="yes"), TypeError, "jit", "str 'yes'")
+    add("bw-backend", bw, "backend='torchx'", lambda: _backend_warp(backend="torchx"), ValueError, "backend", "'torchx'")
 
     # -- the legacy-compatible batched path and the JAX translate ---------------
     gb = "_get_image_patches_batched"
