@@ -410,6 +410,8 @@ def test_the_engine_is_chosen_once_and_dask_arrays_run_it(client, caplog):
     engine = choose_engine("auto", client, N=N)
     assert isinstance(engine, Engine) and engine.name == "numpy/numba" and engine.workers == 2
     assert choose_engine(engine, client) is engine  # chosen once: a verified engine is not probed again
+    here = choose_engine(Engine(backend="numpy", kernel="array"), client, N=N)  # one for this process: checked there
+    assert here.name == "numpy/array" and here.workers == 2
     image, positions = _object(), _positions(200)
     with caplog.at_level(logging.INFO, logger="ptycho.scale"):
         lazy = dask_extract_patches(image, positions, N, chunk_size=64, client=client)

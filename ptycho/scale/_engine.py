@@ -55,6 +55,10 @@ logger = logging.getLogger("ptycho.scale")
 
 _FAST_EXTRA = "pip install 'ptycho[fast]'"
 
+#: Seconds a worker has to answer the engine check (the probe includes a
+#: first compilation there: Numba's without its cache, XLA's for JAX/TensorFlow).
+PROBE_TIMEOUT_S = 600.0
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -203,13 +207,20 @@ def _on_each_worker(client: Any, fn: Any, *args: Any) -> dict:
     errors: list = []
     for address, future in futures.items():
         try:
-            results[address] = future.result()
+            # a worker that leaves meanwhile would leave its task waiting for ever: bounded
+            results[address] = future.result(timeout=PROBE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported with the worker's address below
             errors.append((address, exc))
         future.release()
     if errors:
+        client.cancel([f for f in futures.values() if not f.done()])
         address, exc = errors[0]
-        raise type(exc)(f"worker {address}: {exc}") from exc
+        message = f"worker {address}: {type(exc).__name__}: {exc}"
+        try:
+            error = type(exc)(message)
+        except Exception:  # noqa: BLE001 - an exception type with other arguments
+            error = RuntimeError(message)
+        raise error from exc
     return results
 
 
@@ -241,7 +252,9 @@ def choose_engine(
         installed (on every worker), else the array path.  ``'numpy'`` the
         same, honouring ``PTYCHO_NUMPY_KERNEL`` / ``ptycho.backends._numpy.kernel``
         (``'auto'`` does too).  ``'jax'``, ``'tensorflow'``: XLA.  An Engine
-        is returned as it is (already chosen) when it fits the client.
+        is returned as it is when it was verified on a cluster or no client
+        is given; one chosen for this process is checked on the client's
+        workers (same backend and kernel).
     client : distributed.Client, optional
         The cluster that will run the tasks: the engine is the one every
         current worker has, and is checked there bit for bit on a probe
@@ -264,11 +277,12 @@ def choose_engine(
     """
     from ptycho.backends import canonical_name
 
+    preference = None
     if isinstance(backend, Engine):
         if client is None or backend.workers:
             return backend
-        backend = backend.backend if backend.backend != "numpy" else (backend.kernel or "numpy")
-        backend = {"numba": "numpy", "array": "numpy"}.get(backend, backend)
+        # chosen for this process: check the same engine on the workers
+        backend, preference = backend.backend, backend.kernel
     if not isinstance(backend, str):
         raise InputTypeError(f"backend must be a string such as 'auto' or 'numpy', got {type(backend).__name__}")
     requested = AUTO if backend.strip().lower() == AUTO else canonical_name(backend)
@@ -277,7 +291,7 @@ def choose_engine(
     kernel: Optional[str] = None
     threads: Optional[int] = None
     if engine_backend == "numpy":
-        preference = _kernel_preference()
+        preference = preference or _kernel_preference()
         missing = sorted(where for where, fact in facts.items() if not fact["numba"])
         if preference == "array":
             kernel = "array"
