@@ -99,7 +99,8 @@ class Engine:
         else:
             what = f"{'JAX' if self.backend == 'jax' else 'TensorFlow'} backend, XLA"
         if self.kernel == "numba" and self.threads:
-            what += f", {self.threads} thread{'s' if self.threads != 1 else ''} per {'task' if self.workers else 'call'}"
+            per = "task" if self.workers else "call"
+            what += f", {self.threads} thread{'s' if self.threads != 1 else ''} per {per}"
         if self.workers:
             what += f"; verified bit for bit on {self.workers} worker{'s' if self.workers != 1 else ''}"
         return f"{self.name} ({what})"
