@@ -393,3 +393,58 @@ def test_kernel_fma_without_the_instruction(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[0:2] == ["0", "False"], out.stdout
     assert "fma" in out.stdout and "fmaf" in out.stdout, out.stdout
+
+
+# -- the orders a compiler could make of the bilinear sum (ptycho.backends.native) ------------
+
+
+def _exact_sum_in(name: str, w, i, dtype) -> float:
+    """``name`` of :func:`ptycho.backends.native.orders` evaluated with exact rationals, each
+    operation rounded once (``_round_fraction``): the reference each order must equal."""
+    rnd = lambda v: _round_fraction(v, dtype)  # noqa: E731
+    m = [Fraction(float(rnd(Fraction(float(w[k])) * Fraction(float(i[k]))))) for k in range(4)]
+    f = lambda k, acc: Fraction(float(rnd(Fraction(float(w[k])) * Fraction(float(i[k])) + acc)))  # noqa: E731
+    a = lambda x, y: Fraction(float(rnd(x + y)))  # noqa: E731
+    table = {
+        "fma(d, fma(c, fma(a, b*)))": lambda: f(3, f(2, f(0, m[1]))),
+        "((a*+b*)+c*)+d*": lambda: a(a(a(m[0], m[1]), m[2]), m[3]),
+        "fma(d, fma(c, fma(b, a*)))": lambda: f(3, f(2, f(1, m[0]))),
+        "[a*+b*]+[fma(c, d*)]": lambda: a(a(m[0], m[1]), f(2, m[3])),
+        "fma(a, fma(b, fma(c, d*)))": lambda: f(0, f(1, f(2, m[3]))),
+    }
+    return float(table[name]())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["fma(d, fma(c, fma(a, b*)))", "((a*+b*)+c*)+d*", "fma(d, fma(c, fma(b, a*)))",
+                                  "[a*+b*]+[fma(c, d*)]", "fma(a, fma(b, fma(c, d*)))"])
+def test_native_orders_are_exactly_rounded(name, dtype):
+    """Each order of ``native.orders`` rounds every operation once, as its formula says."""
+    from ptycho.backends import native
+
+    rng = np.random.default_rng(11)
+    wx, wy = rng.uniform(0, 1, (2, 300)).astype(dtype)
+    w = [(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy]
+    i = [rng.uniform(-1, 1, 300).astype(dtype) for _ in range(4)]
+    got = native.orders(tuple(w), tuple(i), xp=np)[name]
+    want = [_exact_sum_in(name, [x[j] for x in w], [x[j] for x in i], dtype) for j in range(300)]
+    assert np.array_equal(got, np.array(want, dtype=dtype))
+
+
+def test_native_orders_name_the_two_evaluation_orders():
+    """The chain is the compiled order and the left-to-right sum the plain order of the window."""
+    import array_api_compat.numpy as xp
+
+    from ptycho.backends import native
+    from ptycho.backends.window import weighted_sum
+
+    rng = np.random.default_rng(12)
+    wx, wy = rng.uniform(0, 1, (2, 5000)).astype(np.float32)
+    w = ((1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy)
+    i = tuple(rng.uniform(-1, 1, 5000).astype(np.float32) for _ in range(4))
+    orders = native.orders(w, i, xp=xp)
+    assert len(orders) == len(native.ALTERNATIVES) + 1 == 22
+    assert np.array_equal(orders[native.CHAIN], weighted_sum(w, i, evaluation="compiled", xp=xp))
+    assert np.array_equal(orders["((a*+b*)+c*)+d*"], weighted_sum(w, i, evaluation="plain", xp=xp))
+    # every alternative is a different function of the same terms (each differs somewhere here)
+    assert all(np.any(orders[k] != orders[native.CHAIN]) for k in native.ALTERNATIVES)

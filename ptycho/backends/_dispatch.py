@@ -214,7 +214,37 @@ def compile_job(backend_name: str, job: Callable[..., Any], *, jit: bool = True,
     name = canonical_name(backend_name)
     if not jit:
         return functools.partial(job, xp=get_backend(name).namespace, **static)
-    return _compile_cached(name, job, tuple(sorted(static.items())))
+    key = tuple(sorted(static.items()))
+    if _native_candidate(name, job, static):
+        return _verified_cached(name, job, key)
+    return _compile_cached(name, job, key)
+
+
+#: Backends whose compiler contracts PtychoPINN's expression into the compiled order (XLA).
+_NATIVE_BACKENDS = ("jax", "tensorflow")
+
+
+def _native_candidate(name: str, job: Callable[..., Any], static: dict) -> bool:
+    """Whether the compiled order of ``job`` can run as XLA's own contraction, verified
+    (:mod:`ptycho.backends.native`): the bilinear extraction and translation jobs on XLA."""
+    from ptycho.backends import native
+
+    return (name in _NATIVE_BACKENDS and static.get("evaluation") == "compiled"
+            and static.get("interpolation", "bilinear") == "bilinear" and job_name(job) in native.JOBS)
+
+
+@functools.lru_cache(maxsize=None)
+def _verified_cached(backend_name: str, job: Callable[..., Any], static: tuple) -> Callable[..., Any]:
+    """``job`` in the compiled order: XLA's contraction where a check passed, else the emulation."""
+    from ptycho.backends import native
+
+    options = dict(static)
+    native_static = tuple(sorted({**options, "evaluation": "native"}.items()))
+    return native.VerifiedJob(
+        backend_name, get_backend(backend_name), job, options,
+        native=_compile_cached(backend_name, job, native_static),
+        emulated=lambda: _compile_cached(backend_name, job, static),
+    )
 
 
 def generic_namespace(*arrays: Any) -> Any:
@@ -297,8 +327,12 @@ def home(mod: Any, *arrays: Any) -> Any:
 
 
 def clear_compile_cache() -> None:
-    """Forget every compiled job (tests that change a module-level constant recompile)."""
+    """Forget every compiled job and every verdict of a native program (tests that change a
+    module-level constant recompile)."""
     _compile_cached.cache_clear()
+    _verified_cached.cache_clear()
+    if "ptycho.backends.native" in sys.modules:
+        sys.modules["ptycho.backends.native"].reset()
 
 
 def to_host(x: Any) -> np.ndarray:

@@ -179,6 +179,30 @@ def is_native(x: Any) -> bool:
     return isinstance(x, jax.Array)
 
 
+# -- the native compiled order (ptycho.backends.native): probing a compiled program -------------
+def concrete(x: Any) -> bool:
+    """Whether ``x`` holds values (not a tracer of a caller's ``jax.jit`` or ``jax.grad``)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def signature(x: Any) -> tuple:
+    """What ``jax.jit`` compiles a program for: shape, dtype, weak type, sharding, commitment."""
+    return (tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False)), x.sharding,
+            bool(getattr(x, "committed", True)))
+
+
+def numpy_dtype(x: Any) -> np.dtype:
+    return np.dtype(x.dtype)
+
+
+def like(x: Any, host: np.ndarray) -> Any:
+    """``host`` as a jax.Array that ``jax.jit`` treats as ``x``: same placement and commitment,
+    so a call with it runs the executable compiled for ``x``."""
+    if getattr(x, "committed", True):
+        return jax.device_put(host, x.sharding)
+    return jnp.asarray(host)
+
+
 def fma_guard(device: Any = None) -> Any:
     """A runtime 1.0 (see :func:`ptycho.backends.window.weighted_sum`), on ``device``.
 

@@ -85,6 +85,7 @@ namespace = types.SimpleNamespace(
     floor=tf.floor,
     abs=tf.abs,
     isfinite=tf.math.is_finite,
+    isnan=tf.math.is_nan,
     # rounding corrections carry no gradient (NextAfter has none in TensorFlow)
     nextafter=lambda a, b: tf.math.nextafter(tf.stop_gradient(a), tf.stop_gradient(b)),
     round=_round,
@@ -139,6 +140,27 @@ def all_finite(x: Any) -> Any:
         return None
     with tf.device(x.device):
         return bool(tf.reduce_all(tf.math.is_finite(x)).numpy())
+
+
+# -- the native compiled order (ptycho.backends.native): probing a compiled program -------------
+def concrete(x: Any) -> bool:
+    """Whether ``x`` holds values (an eager tensor, not a symbolic one of a caller's graph)."""
+    return tf.executing_eagerly() and hasattr(x, "numpy")
+
+
+def signature(x: Any) -> tuple:
+    """What ``tf.function(jit_compile=True)`` compiles a program for: shape, dtype, device."""
+    return (tuple(x.shape), x.dtype.name, x.device)
+
+
+def numpy_dtype(x: Any) -> np.dtype:
+    return np.dtype(x.dtype.as_numpy_dtype)
+
+
+def like(x: Any, host: np.ndarray) -> tf.Tensor:
+    """``host`` as an eager tensor on ``x``'s device (the same program signature)."""
+    with tf.device(x.device):
+        return tf.identity(tf.convert_to_tensor(host, dtype=x.dtype))
 
 
 def fma_guard(device: Any = None) -> tf.Tensor:

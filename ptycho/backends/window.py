@@ -53,6 +53,8 @@ __all__ = [
     "EVALUATIONS",
     "INTERPOLATIONS",
     "stencil",
+    "bilinear_terms",
+    "native_sum",
     "weighted_sum",
     "zero_border",
     "translate_window",
@@ -62,6 +64,11 @@ __all__ = [
 INTERPOLATIONS = ("bilinear", "nearest")
 #: The two evaluation orders of the bilinear sum (see the module docstring).
 EVALUATIONS = ("compiled", "plain")
+#: Internal spelling of the compiled order, for XLA only: PtychoPINN's sum written
+#: for the compiler to contract (:func:`native_sum`).  Never trusted unverified:
+#: :mod:`ptycho.backends.native` checks every program compiled with it.
+NATIVE = "native"
+_ALL_EVALUATIONS = EVALUATIONS + (NATIVE,)
 
 #: Width of the zero border around the source (see the module docstring).
 BORDER = 2
@@ -259,6 +266,27 @@ def stencil(
     return corner_a, weights, row_stride
 
 
+def native_sum(weights: Sequence[Any], corners: Sequence[Any], *, xp: Any) -> Any:
+    """PtychoPINN's sum ``wa*Ia + wb*Ib + wc*Ic + wd*Id``, unguarded, for XLA to contract.
+
+    XLA (its LLVM back end) contracts a multiply feeding an addition into a
+    fused multiply-add -- which is how PtychoPINN's default path gets its
+    bits -- but the first addition has a product on each side, and which one
+    it fuses is the compiler's choice: measured, ``fma(wa, Ia, wb*Ib)``
+    (PtychoPINN's bits) in some programs and ``fma(wb, Ib, wa*Ia)`` in others
+    (the extraction job under JAX and TF-XLA, a third of all pixels off by
+    an ulp), however the source orders the two terms.  So ``wb*Ib`` reaches
+    that addition through an exact identity that is not a multiply,
+    ``where(isnan(Ib), Ib, wb*Ib)`` (NaN either way), and only ``wa*Ia`` is
+    left to fuse: ``fma(wd, Id, fma(wc, Ic, fma(wa, Ia, wb*Ib)))``, the
+    compiled order, if the compiler contracts at all.  Whether it did is
+    checked on every program compiled with this (:mod:`ptycho.backends.native`).
+    """
+    wa, wb, wc, wd = weights
+    ia, ib, ic, id_ = corners
+    return wa * ia + xp.where(xp.isnan(ib), ib, wb * ib) + wc * ic + wd * id_
+
+
 def weighted_sum(
     weights: Sequence[Any],
     corners: Sequence[Any],
@@ -287,6 +315,8 @@ def weighted_sum(
         if one is None:
             return wa * ia + wb * ib + wc * ic + wd * id_
         return (wa * ia) * one + (wb * ib) * one + (wc * ic) * one + (wd * id_) * one
+    if evaluation == NATIVE:
+        return native_sum(weights, corners, xp=xp)
     raise InputError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
 
 
@@ -342,12 +372,35 @@ def translate_window(
     """
     if interpolation not in INTERPOLATIONS:
         raise InputError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    if evaluation not in EVALUATIONS:
+    if evaluation not in _ALL_EVALUATIONS:
         raise InputError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
+    output_size = tuple(int(v) for v in output_size)
+    if interpolation == "nearest":
+        gather, t, (src_h, src_w), n_src = _gatherer(images, translations, output_size, channels, xp=xp)
+        sx, sy = _sample_coordinates(
+            t, output_size=output_size, output_origin=output_origin, channels=channels, xp=xp,
+        )
+        index, _ = _flat_index(
+            xp.round(sy), xp.round(sx), t, source_shape=(src_h, src_w), source_origin=source_origin,
+            channels=channels, n_sources=n_src, xp=xp,
+        )
+        return _complex_from_parts(*gather(index), xp=xp)
+
+    weights, corners_re, corners_im = bilinear_terms(
+        images, translations, output_size=output_size, xp=xp, source_origin=source_origin,
+        output_origin=output_origin, channels=channels,
+    )
+    out_re = weighted_sum(weights, corners_re, evaluation=evaluation, xp=xp, fma_guard=fma_guard)
+    out_im = weighted_sum(weights, corners_im, evaluation=evaluation, xp=xp, fma_guard=fma_guard)
+    return _complex_from_parts(out_re, out_im, xp=xp)
+
+
+def _gatherer(images: Any, translations: Any, output_size: Tuple[int, int], channels: int, *, xp: Any) -> Tuple:
+    """``(gather, t, (H, W), S)``: ``gather(index)`` -> (real, imag) planes of the zero-bordered
+    sources at a flat ``index`` (G, h, w, c); ``t`` the translations in the sources' real dtype."""
     n_src, src_h, src_w = images.shape
     out_h, out_w = (int(v) for v in output_size)
     groups = translations.shape[0] // channels
-
     real_dtype = _real_dtype_of(images.dtype, xp=xp)
     complex_dtype = _complex_dtype_of(real_dtype, xp=xp)
     if images.dtype != complex_dtype:
@@ -358,27 +411,35 @@ def translate_window(
     # backend), one output-sized complex array per corner.
     flat_re = xp.reshape(zero_border(xp.real(images), xp=xp), (-1,))
     flat_im = xp.reshape(zero_border(xp.imag(images), xp=xp), (-1,))
-    t = xp.astype(translations, real_dtype)
     shape = (groups, out_h, out_w, channels)
 
     def gather(index: Any) -> Tuple[Any, Any]:
-        """(real, imag) of the flat bordered sources at ``index``, each (G, h, w, c)."""
         flat_index = xp.reshape(index, (-1,))
         return (
             xp.reshape(xp.take(flat_re, flat_index, axis=0), shape),
             xp.reshape(xp.take(flat_im, flat_index, axis=0), shape),
         )
 
-    if interpolation == "nearest":
-        sx, sy = _sample_coordinates(
-            t, output_size=(out_h, out_w), output_origin=output_origin, channels=channels, xp=xp,
-        )
-        index, _ = _flat_index(
-            xp.round(sy), xp.round(sx), t, source_shape=(src_h, src_w), source_origin=source_origin,
-            channels=channels, n_sources=n_src, xp=xp,
-        )
-        return _complex_from_parts(*gather(index), xp=xp)
+    return gather, xp.astype(translations, real_dtype), (src_h, src_w), n_src
 
+
+def bilinear_terms(
+    images: Any,
+    translations: Any,
+    *,
+    output_size: Tuple[int, int],
+    xp: Any,
+    source_origin: Tuple[int, int] = (0, 0),
+    output_origin: Optional[Any] = None,
+    channels: int = 1,
+) -> Tuple[Tuple[Any, Any, Any, Any], Tuple[Any, Any, Any, Any], Tuple[Any, Any, Any, Any]]:
+    """The terms of the bilinear sum of :func:`translate_window` (same arguments):
+    ``(weights, corners_re, corners_im)``, each four real arrays broadcastable to
+    (G, h, w, c) -- (wa, wb, wc, wd) and (Ia, Ib, Ic, Id) of the real and the
+    imaginary planes.  :func:`weighted_sum` of them, in either order, is the result.
+    """
+    out_h, out_w = (int(v) for v in output_size)
+    gather, t, (src_h, src_w), n_src = _gatherer(images, translations, (out_h, out_w), channels, xp=xp)
     corner_a, weights, row_stride = stencil(
         t, output_size=(out_h, out_w), source_shape=(src_h, src_w), xp=xp,
         source_origin=source_origin, output_origin=output_origin, channels=channels, n_sources=n_src,
@@ -387,13 +448,7 @@ def translate_window(
         gather(corner_a + offset if offset else corner_a)
         for offset in (0, 1, row_stride, row_stride + 1)
     )
-    out_re = weighted_sum(
-        weights, (ia[0], ib[0], ic[0], id_[0]), evaluation=evaluation, xp=xp, fma_guard=fma_guard,
-    )
-    out_im = weighted_sum(
-        weights, (ia[1], ib[1], ic[1], id_[1]), evaluation=evaluation, xp=xp, fma_guard=fma_guard,
-    )
-    return _complex_from_parts(out_re, out_im, xp=xp)
+    return weights, (ia[0], ib[0], ic[0], id_[0]), (ia[1], ib[1], ic[1], id_[1])
 
 
 def window_patches(
