@@ -1,4 +1,16 @@
-"""TensorFlow helpers with PtychoPINN's names: padding, channel/flat layout, translation.
+"""TensorFlow helpers with PtychoPINN's names: layouts, translation, patches and reassembly.
+
+This module is PtychoPINN's ``ptycho.tf_helper`` for the patch, translation
+and reassembly family; it defines the translation entry points and the
+object reassembly (``shift_and_sum``, ``reassemble_position``) and re-exports
+
+- :mod:`ptycho.tf_layouts`: layouts (flat/channel/grid), padding and
+  cropping, regular-grid patches, the centre mask, complex helpers;
+- :mod:`ptycho.tf_model_ops`: the model-side operations that are a
+  translation followed by a crop or a sum, windowed on the engine
+  (``extract_patches_position``, ``_reassemble_patches_position_real``,
+  ``_reassemble_position_batched``, ``reassemble_patches``, ...) and the
+  ``Translation`` Keras layer.
 
 Layouts (PtychoPINN conventions):
 - channel format: (B, N, N, c), c = gridsize**2 patches per group;
@@ -7,6 +19,7 @@ Layouts (PtychoPINN conventions):
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import tensorflow as tf
@@ -14,39 +27,27 @@ import tensorflow as tf
 from ptycho.errors import InputError, InputTypeError
 from ptycho import _validate, params
 from ptycho.backends._tensorflow import check_images, check_translations, to_tensor, translate_4d
+from ptycho import tf_layouts as _layouts
+from ptycho import tf_model_ops as _model_ops
+from ptycho.tf_layouts import *  # noqa: F401,F403  (PtychoPINN's names)
+from ptycho.tf_layouts import _channel_to_flat, _channel_to_patches, _flat_to_channel, _flat_to_channel_2, _fromgrid, _grid_to_channel, _togrid  # noqa: F401
+from ptycho.tf_model_ops import *  # noqa: F401,F403  (PtychoPINN's names)
+from ptycho.tf_model_ops import _reassemble_patches_position_real, _reassemble_position_batched  # noqa: F401
 
-__all__ = ["pad", "_channel_to_flat", "_flat_to_channel", "translate", "translate_core"]
-
-
-def pad(imgs: Any, size: int) -> tf.Tensor:
-    """Zero-pad (B, H, W, C) images by ``size`` pixels on every side of H and W."""
-    size = _validate.non_negative_int(size, "size")
-    imgs = to_tensor(imgs, "imgs", "a 4-D tensor (B, H, W, C)")
-    if imgs.shape.rank != 4:
-        raise InputError(f"imgs must be 4-D (B, H, W, C), got shape {tuple(imgs.shape)}")
-    return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
+__all__ = ["should_use_xla", "translate", "translate_core"] + list(_layouts.__all__) + list(_model_ops.__all__)
 
 
-def _channel_to_flat(img: Any) -> tf.Tensor:
-    """(B, H, W, c) -> (B*c, H, W, 1); channel k of group b becomes row ``b*c + k``."""
-    img = to_tensor(img, "img", "a 4-D tensor (B, H, W, c)")
-    if img.shape.rank != 4:
-        raise InputError(f"img must be 4-D (B, H, W, c), got shape {tuple(img.shape)}")
-    _, h, w, c = img.shape
-    return tf.reshape(tf.transpose(img, [0, 3, 1, 2]), (-1, h, w, 1))
+def should_use_xla() -> bool:
+    """Whether ``translate_core`` takes the XLA path (PtychoPINN's switch).
 
-
-def _flat_to_channel(img: Any, N: Optional[int] = None, gridsize: Optional[int] = None) -> tf.Tensor:
-    """(B*c, H, W, 1) -> (B, H, W, c), c = gridsize**2 (default ``params['gridsize']``)."""
-    img = to_tensor(img, "img", "a 4-D tensor (B*c, H, W, 1)")
-    if img.shape.rank != 4 or img.shape[-1] != 1:
-        raise InputError(f"img must be (B*c, H, W, 1), got shape {tuple(img.shape)}")
-    g = params.get("gridsize") if gridsize is None else gridsize
-    c = _validate.positive_int(g, "gridsize") ** 2
-    _, h, w, _ = img.shape
-    if img.shape[0] is not None and img.shape[0] % c:
-        raise InputError(f"img batch ({img.shape[0]}) is not a multiple of gridsize**2 = {c}")
-    return tf.transpose(tf.reshape(img, (-1, c, h, w)), [0, 2, 3, 1])
+    False when the environment variable ``USE_XLA_TRANSLATE`` is ``0``,
+    ``false`` or ``no``; else ``params['use_xla_translate']`` when it is set
+    (not None); else True.
+    """
+    if os.environ.get("USE_XLA_TRANSLATE", "").strip().lower() in ("0", "false", "no"):
+        return False
+    value = params.get("use_xla_translate", None)
+    return True if value is None else bool(value)
 
 
 def translate(
@@ -81,18 +82,41 @@ def translate(
     )
 
 
-def translate_core(images: Any, translations: Any, interpolation: str = "bilinear") -> tf.Tensor:
-    """Full-image translation through TensorFlow's native ImageProjectiveTransformV3.
+def translate_core(
+    images: Any, translations: Any, interpolation: str = "bilinear", use_xla_workaround: bool = False
+) -> tf.Tensor:
+    """Full-frame translation of (B, H, W, C) images by (P, 2) translations (tx, ty), zero fill.
 
-    PtychoPINN's non-XLA path, kept as an independent implementation: same
-    zero-fill semantics, a different evaluation order, so it agrees with
-    :func:`translate` to float rounding, not bit for bit.
+    As PtychoPINN: the XLA path (our engine, compiled evaluation order, the
+    bits of PtychoPINN's ``translate_xla``) when ``use_xla_workaround`` or
+    :func:`should_use_xla` says so, else TensorFlow's native
+    ImageProjectiveTransformV3 (the same zero-fill semantics, another
+    evaluation order: equal to rounding).  Batches: B == P; B == 1 (the
+    image shared by every translation); or P dividing B -- the XLA path
+    reuses the translations cyclically (image i takes translation i % P, as
+    ``translate_xla``), the native path gives each translation B // P
+    consecutive images (as PtychoPINN's fallback).
     """
     interpolation = _validate.interpolation(interpolation)
+    use_xla_workaround = _validate.flag(use_xla_workaround, "use_xla_workaround")
     images = check_images(images, "images")
     real_dtype = tf.float64 if images.dtype in (tf.float64, tf.complex128) else tf.float32
+    t = to_tensor(translations, "translations", "a real tensor of shape (batch, 2) holding (tx, ty)")
+    batch, count = images.shape[0], t.shape[0] if t.shape.rank else None
+    repeat = 1
+    if batch is not None and count is not None and batch not in (1, count) and count and batch % count == 0:
+        repeat = batch // count
+        check = None  # P divides B: checked here, broadcast below
+    else:
+        check = batch
+    use_xla = use_xla_workaround or should_use_xla()
     # ImageProjectiveTransformV3 takes float32 transforms, whatever the image precision
-    t = check_translations(translations, tf.float32, images.shape[0], 1, name="translations")
+    t = check_translations(t, real_dtype if use_xla else tf.float32, check, 1, name="translations")
+    if repeat > 1:
+        cyclic = tf.range(batch) % count
+        t = tf.gather(t, cyclic) if use_xla else tf.repeat(t, repeat, axis=0)
+    if use_xla:
+        return translate_4d(images, t, interpolation, True, None, 1, names=("images", "translations"))
     n = tf.shape(t)[0]
     one, zero = tf.ones([n], tf.float32), tf.zeros([n], tf.float32)
     # maps output (x, y) to input (x - tx, y - ty)
@@ -109,7 +133,8 @@ def translate_core(images: Any, translations: Any, interpolation: str = "bilinea
 
     if images.dtype.is_complex:
         return tf.complex(warp(tf.math.real(images)), warp(tf.math.imag(images)))
-    return warp(images)
+    out = warp(images)
+    return tf.cast(out, images.dtype) if images.dtype.is_floating and out.dtype != images.dtype else out
 
 
 # ---------------------------------------------------------------------------
@@ -204,4 +229,4 @@ def reassemble_position(
     return (tf.complex(re, im) / (1e-9 + tf.complex(ones, tf.zeros_like(ones))))[..., None]
 
 
-__all__ += ["shift_and_sum", "reassemble_position"]
+__all__ += ["shift_and_sum", "reassemble_position"]  # noqa: PLE0604
