@@ -1,11 +1,21 @@
 """Neighbour grouping of a ptychography scan: which scan positions form one sample.
 
 PtychoPINN trains on *groups*: c = gridsize**2 scan positions that lie close
-together, stacked as the c channels of one sample.  :func:`group_neighbours`
-forms them (a SciPy ``cKDTree``); :func:`channel_coords` and
-:func:`centre_and_relative` give the members' coordinates in PtychoPINN's
-channel layout.  The dataset (:class:`ptycho.dataset.RawData`) calls these;
-this module knows nothing of datasets or files.
+together, stacked as the c channels of one sample.  Two groupings live here:
+
+- PtychoPINN's own, which :class:`ptycho.dataset.RawData` uses:
+  :func:`sample_then_group` (its ``_generate_groups_efficiently``) and
+  :func:`oversampled_groups` (its ``_generate_groups_with_oversampling``,
+  K-choose-c combinations for more groups than positions).  They draw from
+  NumPy's *global legacy* generator (``np.random``) with the same calls in the
+  same order as PtychoPINN, seeding it when given a seed, so a seed gives
+  PtychoPINN's groups exactly (and leaves ``np.random`` where PtychoPINN
+  leaves it);
+- :func:`group_neighbours`, this package's seed-first grouping with a private
+  ``np.random.default_rng``.
+
+:func:`channel_coords` and :func:`relative_coords` give the members'
+coordinates in PtychoPINN's channel layout.  This module knows nothing of datasets or files.
 
 Coordinates are object pixels in (x, y) order: x is the column, y the row.
 Member k of group g is channel k.
@@ -13,6 +23,8 @@ Member k of group g is channel k.
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -20,7 +32,18 @@ import numpy as np
 from ptycho import _validate
 from ptycho.errors import InputError, InputTypeError
 
-__all__ = ["group_neighbours", "channel_coords", "centre_and_relative"]
+__all__ = [
+    "sample_then_group",
+    "oversampled_groups",
+    "neighbor_indices",
+    "group_neighbours",
+    "channel_coords",
+    "relative_coords",
+    "legacy_seed",
+]
+
+#: PtychoPINN's sign of the coordinates relative to the group centre.
+LOCAL_OFFSET_SIGN = -1
 
 
 def _optional_positive_int(value: Any, name: str) -> Optional[int]:
@@ -145,7 +168,222 @@ def channel_coords(x: np.ndarray, y: np.ndarray, nn_indices: np.ndarray) -> np.n
     return np.stack([x[nn_indices], y[nn_indices]], axis=1)[:, None, :, :]
 
 
-def centre_and_relative(coords_nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(group centres (G, 1, 2, 1), the members relative to them (G, 1, 2, c)) of ``coords_nn``."""
-    offsets = np.mean(coords_nn, axis=3, keepdims=True)
-    return offsets, coords_nn - offsets
+# ---------------------------------------------------------------------------
+# PtychoPINN's grouping (global legacy RNG, PtychoPINN's draws)
+# ---------------------------------------------------------------------------
+
+
+def legacy_seed(seed: Any) -> Optional[int]:
+    """``seed`` checked for ``np.random.seed``: None or an integer in [0, 2**32 - 1]."""
+    if seed is None:
+        return None
+    if not _validate._is_integer(seed):
+        raise InputTypeError(f"seed must be None or a non-negative integer below 2**32, got {_validate.describe(seed)}")
+    if not 0 <= int(seed) < 2**32:
+        raise InputError(f"seed must be None or a non-negative integer below 2**32, got {int(seed)}")
+    return int(seed)
+
+
+def _seed_indices(value: Any, M: int) -> Optional[np.ndarray]:
+    if value is None:
+        return None
+    arr = _validate.to_numpy(value, "seed_indices")
+    if arr.dtype.kind not in "iu":
+        raise InputTypeError(f"seed_indices must be a 1-D integer array of scan indices, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise InputError(f"seed_indices must be 1-D, got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= M):
+        bad = arr[(arr < 0) | (arr >= M)][0]
+        raise InputError(f"seed_indices must index the {M} scan positions (0..{M - 1}), got {bad}")
+    return arr
+
+
+def _group_arguments(coords: Any, nsamples: Any, K: Any, C: Any, seed: Any, seed_indices: Any):
+    coords = _coords_2d(coords)
+    M = coords.shape[0]
+    nsamples = _validate.positive_int(nsamples, "nsamples")
+    K = _validate.positive_int(K, "K")
+    C = _validate.positive_int(C, "C")
+    return coords, M, nsamples, K, C, legacy_seed(seed), _seed_indices(seed_indices, M)
+
+
+def _check_group_size(M: int, K: int, C: int) -> None:
+    if M < C:
+        raise InputError(f"the scan has only {M} positions but a group needs C = gridsize**2 = {C} of them")
+    if K < C:
+        raise InputError(
+            f"K={K} must be >= C={C}: the C members of a group are drawn from the K nearest "
+            "neighbours of its seed position"
+        )
+
+
+def _neighbour_rows(coords: np.ndarray, seeds: np.ndarray, K: int) -> np.ndarray:
+    """(len(seeds), min(K + 1, M)) nearest scan indices of each seed, nearest first (itself, as a rule)."""
+    from scipy.spatial import cKDTree
+
+    k = min(K + 1, coords.shape[0])
+    _, rows = cKDTree(coords).query(coords[seeds], k=k)
+    return np.asarray(rows).reshape(len(seeds), k)
+
+
+def sample_then_group(
+    coords: Any,
+    *,
+    nsamples: int,
+    K: int,
+    C: int,
+    seed: Optional[int] = None,
+    seed_indices: Any = None,
+) -> np.ndarray:
+    """PtychoPINN's sample-then-group: ``RawData._generate_groups_efficiently``.
+
+    Seeds are drawn first, then each group's C members are drawn without
+    replacement from its seed's K nearest *other* positions.
+
+    Parameters
+    ----------
+    coords : array (M, 2)
+        Scan positions, (x, y) in object pixels.
+    nsamples : int
+        Groups wanted; at most M are formed (all positions, in scan order,
+        when nsamples >= M).  Ignored when ``seed_indices`` is given.
+    K : int
+        Neighbour pool of each seed, the seed itself excluded (K >= C).
+    C : int
+        Members per group (gridsize**2).  C = 1: the seeds themselves.
+    seed : int, optional
+        Seeds ``np.random`` (the global legacy generator) first; None draws
+        from it as it stands.
+    seed_indices : int array (S,), optional
+        Seed positions chosen by the caller (sequential sampling); then the
+        member draws use ``np.random.seed(0)``, as in PtychoPINN.
+
+    Returns
+    -------
+    numpy.ndarray (G, C)
+        Scan indices; int32 when C > 1, int64 when C = 1 (PtychoPINN's dtypes).
+        Members are in the order drawn, not by distance.
+
+    Raises
+    ------
+    InputError
+        M < C or K < C (both ``ValueError``).
+    """
+    coords, M, nsamples, K, C, seed, seed_indices = _group_arguments(coords, nsamples, K, C, seed, seed_indices)
+    if seed is not None and seed_indices is None:
+        np.random.seed(seed)
+    _check_group_size(M, K, C)
+    if seed_indices is not None:
+        seeds = seed_indices[: min(len(seed_indices), M)]
+        np.random.seed(0)  # PtychoPINN fixes the member draws of a sequential sample
+    elif nsamples < M:
+        seeds = np.random.choice(np.arange(M), size=nsamples, replace=False)
+    else:
+        seeds = np.arange(M)  # every position, no draw
+    if C == 1:
+        return seeds.reshape(-1, 1)
+
+    rows = _neighbour_rows(coords, seeds, K)
+    groups = np.zeros((len(seeds), C), dtype=np.int32)
+    for i, row in enumerate(rows):
+        # Drop the nearest (the seed itself) when the tree returned K + 1.
+        pool = row[1 : K + 1] if len(row) > K else row[:K]
+        if len(pool) < C:
+            pool = np.concatenate([[seeds[i]], pool])
+        groups[i] = np.random.choice(pool, size=C, replace=len(pool) < C)
+    return groups
+
+
+def oversampled_groups(
+    coords: Any,
+    *,
+    nsamples: int,
+    K: int,
+    C: int,
+    seed: Optional[int] = None,
+    seed_indices: Any = None,
+) -> np.ndarray:
+    """PtychoPINN's K-choose-C oversampling: ``RawData._generate_groups_with_oversampling``.
+
+    More groups than positions: each seed's K nearest other positions give
+    up to comb(K, C) distinct groups.  About twice the seeds needed are drawn;
+    their combinations (lexicographic, seed after seed) fill a pool of at
+    most 2 * nsamples groups, from which nsamples are drawn (without
+    replacement when the pool is large enough).
+
+    Parameters are those of :func:`sample_then_group`; ``seed_indices`` is
+    used (its first seeds) only when it holds enough seeds.
+
+    Returns
+    -------
+    numpy.ndarray (nsamples, C), int64
+
+    Raises
+    ------
+    InputError
+        M < C, K < C, or no seed has C neighbours (``ValueError``).
+    """
+    coords, M, nsamples, K, C, seed, seed_indices = _group_arguments(coords, nsamples, K, C, seed, seed_indices)
+    if seed is not None:
+        np.random.seed(seed)
+    _check_group_size(M, K, C)
+    combos_per_seed = 1 if C == 1 else math.comb(K, C)
+    seeds_needed = max(1, -(-nsamples // combos_per_seed))
+    n_seeds = min(2 * seeds_needed, M)  # twice the seeds needed, for variety
+    if seed_indices is not None and len(seed_indices) >= seeds_needed:
+        seeds = seed_indices[:n_seeds]
+    elif n_seeds < M:
+        seeds = np.random.choice(np.arange(M), size=n_seeds, replace=False)
+    else:
+        seeds = np.arange(M)
+    if C == 1:
+        return np.random.choice(seeds, size=nsamples, replace=nsamples > len(seeds)).reshape(-1, 1)
+
+    cap = 2 * nsamples
+    pool: list = []
+    for s, row in zip(seeds, _neighbour_rows(coords, seeds, K)):
+        others = row[1 : K + 1] if len(row) > K else (row[1:] if len(row) > 1 else row)
+        members = np.concatenate([[s], others]) if len(others) < C else others[:K]
+        if len(members) >= C:
+            pool.extend(itertools.islice(itertools.combinations(members.tolist(), C), cap - len(pool)))
+        if len(pool) >= cap:
+            break
+    if not pool:
+        raise InputError(f"no seed position has C={C} neighbours to form a group (K={K}, M={M})")
+    chosen = np.random.choice(len(pool), size=nsamples, replace=nsamples > len(pool))
+    return np.asarray(pool, dtype=np.int64)[chosen]
+
+
+def neighbor_indices(xcoords: Any, ycoords: Any, K: int = 3) -> np.ndarray:
+    """(M, K + 1) indices of each position's K + 1 nearest positions (itself first, as a rule)."""
+    x = _coordinates_1d(xcoords, "xcoords")
+    y = _coordinates_1d(ycoords, "ycoords")
+    if x.shape != y.shape:
+        raise InputError(f"ycoords must have the shape of xcoords {x.shape}, got {y.shape}")
+    K = _validate.positive_int(K, "K")
+    coords = _coords_2d(np.column_stack([x, y]))
+    if K + 1 > coords.shape[0]:
+        raise InputError(f"K + 1 = {K + 1} neighbours asked of only {coords.shape[0]} scan positions")
+    return _neighbour_rows(coords, np.arange(coords.shape[0]), K)
+
+
+def _coordinates_1d(value: Any, name: str) -> np.ndarray:
+    if value is None:
+        raise InputTypeError(f"{name} must be a 1-D array of scan coordinates, got None")
+    arr = _validate.to_numpy(value, name)
+    if arr.dtype.kind not in "iuf":
+        raise InputTypeError(f"{name} must be a 1-D real array of scan coordinates, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be 1-D (M,), got shape {arr.shape}")
+    return arr
+
+
+def relative_coords(coords_nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PtychoPINN's ``get_relative_coords``: (centres (G, 1, 2, 1), ``-(coords_nn - centres)`` (G, 1, 2, c)).
+
+    The members relative to their group's centre (the mean of the members),
+    with PtychoPINN's sign -1: ``centre + relative`` is the member reflected
+    through the centre, where PtychoPINN cuts ``Y``.
+    """
+    offsets = np.mean(coords_nn, axis=3)[..., None]
+    return offsets, LOCAL_OFFSET_SIGN * (coords_nn - offsets)

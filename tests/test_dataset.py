@@ -149,8 +149,8 @@ def test_from_file_minimal_ptychopinn_file_gets_defaults(tmp_path):
     raw = RawData.from_file(path)
     np.testing.assert_array_equal(raw.xcoords_start, f["xcoords"])
     np.testing.assert_array_equal(raw.ycoords_start, f["ycoords"])
-    np.testing.assert_array_equal(raw.scan_index, np.arange(M))
-    assert raw.objectGuess is None
+    np.testing.assert_array_equal(raw.scan_index, np.zeros(M))  # PtychoPINN's default
+    assert raw.objectGuess is None and raw.metadata is None
 
 
 def test_from_file_accepts_newer_diffraction_name(tmp_path):

@@ -1,4 +1,9 @@
-"""Neighbour grouping (ptycho.grouping) and the grouped fields (ptycho.dataset)."""
+"""Neighbour grouping (ptycho.grouping) and the grouped fields (ptycho.dataset).
+
+RawData groups as PtychoPINN does (sample-then-group, np.random); the
+PtychoPINN-specific cases (oversampling, sequential sampling, its exact draws)
+are in tests/test_raw_data_compat.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import pytest
 
 from ptycho import params
 from ptycho.backends import extract_patches
-from ptycho.dataset import RawData, generate_grouped_data, load_grouped, save_grouped
+from ptycho.dataset import RawData, generate_grouped_data, ground_truth_positions, load_grouped, save_grouped
 from ptycho.grouping import group_neighbours
 
 # A small non-square object (H != W) scanned on a jittered grid.
@@ -46,44 +51,53 @@ def test_gridsize_1_default_is_the_scan_itself():
     np.testing.assert_array_equal(RAW.group(gridsize=1), np.arange(M)[:, None])
 
 
-def test_gridsize_1_nsamples_is_a_sorted_sample_without_replacement():
+def test_gridsize_1_nsamples_is_a_sample_without_replacement():
     nn = RAW.group(gridsize=1, nsamples=10, seed=4)
     assert nn.shape == (10, 1) and nn.dtype == np.int64
     assert len(np.unique(nn)) == 10
-    assert np.all(np.diff(nn[:, 0]) > 0)
+    np.random.seed(4)  # PtychoPINN's draw: the seeds in the order drawn
+    np.testing.assert_array_equal(nn[:, 0], np.random.choice(np.arange(M), size=10, replace=False))
 
 
-@pytest.mark.parametrize("gridsize", [1, 2], ids=["g1", "g2"])
-def test_more_samples_than_positions_draws_with_replacement(gridsize):
-    nn = RAW.group(gridsize=gridsize, nsamples=3 * M, seed=0)
-    assert nn.shape == (3 * M, gridsize**2)
-    assert len(np.unique(nn[:, 0])) < 3 * M
+def test_more_samples_than_positions_gridsize_1_gives_every_position_once():
+    np.testing.assert_array_equal(RAW.group(gridsize=1, nsamples=3 * M, seed=0), np.arange(M)[:, None])
+
+
+def test_more_samples_than_positions_gridsize_2_needs_oversampling():
+    with pytest.raises(ValueError, match="enable_oversampling=True"):
+        RAW.group(gridsize=2, nsamples=3 * M, seed=0)
+    nn = RAW.group(gridsize=2, nsamples=3 * M, seed=0, enable_oversampling=True, neighbor_pool_size=6)
+    assert nn.shape == (3 * M, 4) and all(len(set(row)) == 4 for row in nn.tolist())
+
+
+def _seeds(seed: int, nsamples: int) -> np.ndarray:
+    np.random.seed(seed)
+    return np.random.choice(np.arange(M), size=nsamples, replace=False)
 
 
 @pytest.mark.parametrize(
     "gridsize, K", [(2, 4), (2, 7), (3, 9), (3, 14)], ids=["g2-K4", "g2-K7", "g3-K9", "g3-K14"]
 )
-def test_groups_are_spatial_neighbourhoods(gridsize, K):
+def test_groups_are_drawn_from_the_seeds_K_nearest_others(gridsize, K):
     coords = RAW.coords
     nn = RAW.group(gridsize=gridsize, K=K, nsamples=25, seed=1)
     c = gridsize**2
     assert nn.shape == (25, c)
-    seeds = nn[:, 0]
+    seeds = _seeds(1, 25)
     dist = _distances(coords, seeds)  # (G, M)
-    kth = np.sort(dist, axis=1)[:, K - 1 : K]  # distance to the K-th nearest (the seed is the 1st)
+    kth = np.sort(dist, axis=1)[:, K : K + 1]  # the K-th nearest other position (the seed is the 1st)
     member_dist = np.take_along_axis(dist, nn, axis=1)
     assert np.all(member_dist <= kth + 1e-12)
+    assert np.all(member_dist > 0)  # the seed itself is not a member
     assert all(len(set(row)) == c for row in nn.tolist())  # distinct members
-    assert np.all(np.diff(member_dist[:, 1:], axis=1) >= 0)  # in order of distance
 
 
 @pytest.mark.parametrize("gridsize", [2, 3], ids=["g2", "g3"])
-def test_default_K_is_c_the_nearest_positions(gridsize):
+def test_default_K_is_c_the_nearest_other_positions(gridsize):
     c = gridsize**2
     nn = RAW.group(gridsize=gridsize)
     assert nn.shape == (M, c)
-    np.testing.assert_array_equal(nn[:, 0], np.arange(M))
-    nearest = np.argsort(_distances(RAW.coords, np.arange(M)), axis=1, kind="stable")[:, :c]
+    nearest = np.argsort(_distances(RAW.coords, np.arange(M)), axis=1, kind="stable")[:, 1 : c + 1]
     np.testing.assert_array_equal(np.sort(nn, axis=1), np.sort(nearest, axis=1))
 
 
@@ -108,19 +122,25 @@ def test_duplicate_positions_keep_the_seed_first_and_members_distinct():
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [
-        (dict(gridsize=2, K=3), ValueError, "K must be at least c = gridsize**2 = 4"),
-        (dict(gridsize=2, K=M + 1), ValueError, f"K must not exceed the number of scan positions M = {M}"),
+        (dict(gridsize=2, K=3), ValueError, "K=3 must be >= C=4"),
         (dict(gridsize=2, nsamples=0), ValueError, "nsamples must be a positive integer"),
         (dict(gridsize=2, nsamples=2.5), TypeError, "nsamples must be a positive integer"),
         (dict(gridsize=0), ValueError, "gridsize must be a positive integer"),
         (dict(gridsize=2, K=True), TypeError, "K must be a positive integer"),
-        (dict(gridsize=7), ValueError, "K must not exceed"),  # c = 49 > M
+        (dict(gridsize=7), ValueError, f"the scan has only {M} positions but a group needs C = gridsize**2 = 49"),
+        (dict(gridsize=1, seed=-1), ValueError, "seed must be None or a non-negative integer"),
+        (dict(gridsize=1, seed=1.5), TypeError, "seed must be None or a non-negative integer"),
     ],
-    ids=["K<c", "K>M", "nsamples-0", "nsamples-float", "gridsize-0", "K-bool", "c>M"],
+    ids=["K<c", "nsamples-0", "nsamples-float", "gridsize-0", "K-bool", "c>M", "seed-negative", "seed-float"],
 )
 def test_grouping_argument_errors(kwargs, error, words):
     with pytest.raises(error, match=words.replace("*", r"\*").replace("(", r"\(").replace(")", r"\)")):
         RAW.group(**kwargs)
+
+
+def test_K_beyond_the_scan_takes_every_other_position():
+    nn = RAW.group(gridsize=2, K=M + 5, nsamples=4, seed=0)
+    assert nn.shape == (4, 4) and all(len(set(row)) == 4 for row in nn.tolist())
 
 
 @pytest.mark.parametrize(
@@ -153,8 +173,9 @@ def test_grouped_field_shapes_and_dtypes(gridsize):
         "coords_start_nn": ((G, 1, 2, c), np.float64),
         "coords_start_offsets": ((G, 1, 2, 1), np.float64),
         "coords_start_relative": ((G, 1, 2, c), np.float64),
-        "nn_indices": ((G, c), np.int64),
+        "nn_indices": ((G, c), np.int64 if c == 1 else np.int32),  # PtychoPINN's dtypes
         "diffraction": ((G, 12, 12, c), np.float32),
+        "X_full": ((G, 12, 12, c), np.float32),
     }
     got = {key: (out[key].shape, out[key].dtype) for key in expected}
     assert got == {key: (shape, np.dtype(dtype)) for key, (shape, dtype) in expected.items()}
@@ -164,7 +185,8 @@ def test_grouped_field_shapes_and_dtypes(gridsize):
 def test_centre_and_relative_coordinates():
     out = RAW.grouped_fields(RAW.group(gridsize=2, K=6, nsamples=8, seed=2))
     np.testing.assert_allclose(out["coords_offsets"][..., 0], out["coords_nn"].mean(axis=3), rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(out["coords_relative"], out["coords_nn"] - out["coords_offsets"])
+    # PtychoPINN's sign: relative = -(member - centre)
+    np.testing.assert_array_equal(out["coords_relative"], -(out["coords_nn"] - out["coords_offsets"]))
     np.testing.assert_allclose(out["coords_relative"].sum(axis=3), 0, atol=1e-12)
 
 
@@ -180,7 +202,9 @@ def test_member_k_is_channel_k_everywhere(grouped_numpy, k):
     np.testing.assert_array_equal(out["coords_nn"][:, 0, 0, k], RAW.xcoords[members])
     np.testing.assert_array_equal(out["coords_nn"][:, 0, 1, k], RAW.ycoords[members])
     np.testing.assert_array_equal(out["diffraction"][..., k], RAW.diff3d[members])
-    positions = np.column_stack([RAW.xcoords[members], RAW.ycoords[members]])
+    # Y is cut where PtychoPINN cuts it: centre + relative = the member reflected through the centre
+    centre = out["coords_offsets"][:, 0, :, 0]
+    positions = (2 * centre - np.column_stack([RAW.xcoords[members], RAW.ycoords[members]])).astype(np.float32)
     np.testing.assert_array_equal(out["Y"][..., k], extract_patches(RAW.objectGuess, positions, N, backend="numpy"))
 
 
@@ -195,10 +219,10 @@ def test_Y_equals_legacy_loop_bit_for_bit(tf, grouped_numpy):
     from ptycho.raw_data import _get_image_patches_iterative
     from ptycho.tf_helper import _channel_to_flat, pad
 
-    coords_nn = grouped_numpy["coords_nn"]
     G, c = grouped_numpy["nn_indices"].shape
     gt_padded = pad(tf.constant(RAW.objectGuess[None, :, :, None]), N // 2)
-    offsets_f = _channel_to_flat(tf.constant(coords_nn.astype(np.float32)))
+    offsets = grouped_numpy["coords_offsets"] + grouped_numpy["coords_relative"]  # as PtychoPINN sums them
+    offsets_f = _channel_to_flat(tf.constant(offsets.astype(np.float32)))
     legacy = _get_image_patches_iterative(gt_padded, offsets_f, N, G, c).numpy()
     assert np.abs(legacy).max() > 0
     assert np.max(np.abs(grouped_numpy["Y"] - legacy)) == 0
@@ -216,11 +240,14 @@ def test_progress_bar_goes_to_stderr(capsys):
     assert "group" in captured.err and captured.out == ""
 
 
-def test_complex128_object_gives_complex128_Y():
+def test_complex128_object_gives_complex64_Y_like_ptychopinn():
     raw = _scan()
     raw.objectGuess = raw.objectGuess.astype(np.complex128)
     out = raw.generate_grouped_data(N, gridsize=1, nsamples=3, seed=0, backend="numpy")
-    assert out["Y"].dtype == np.complex128
+    assert out["Y"].dtype == np.complex64  # PtychoPINN's canvas, computed in float64 then rounded
+    positions = ground_truth_positions(out)[:, 0, :, 0]
+    expected = extract_patches(raw.objectGuess, positions, N, backend="numpy").astype(np.complex64)
+    np.testing.assert_array_equal(out["Y"][..., 0], expected)
 
 
 def test_gridsize_defaults_to_params(monkeypatch):
@@ -229,12 +256,11 @@ def test_gridsize_defaults_to_params(monkeypatch):
     assert out["Y"].shape == (3, N, N, 4)
 
 
-def test_Y_needs_objectGuess():
+def test_without_objectGuess_Y_is_None():
     raw = _scan()
     raw.objectGuess = None
-    with pytest.raises(ValueError, match="Y .*objectGuess"):
-        raw.generate_grouped_data(N, gridsize=1, backend="numpy")
-    assert "objectGuess" not in raw.grouped_fields(raw.group(gridsize=1))
+    out = raw.generate_grouped_data(N, gridsize=1, nsamples=4, backend="numpy")
+    assert out["Y"] is None and out["objectGuess"] is None and out["X_full"].shape == (4, 12, 12, 1)
 
 
 def test_module_level_function_matches_method(grouped_numpy):

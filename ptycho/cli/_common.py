@@ -117,7 +117,7 @@ def add_grouping_options(p: argparse.ArgumentParser, nsamples_default: str) -> N
     p.add_argument("--nsamples", type=positive_int, default=None,
                    help=f"number of groups G, seeds drawn at random (default: {nsamples_default})")
     p.add_argument("--K", type=positive_int, default=None,
-                   help="members are drawn from each seed's K nearest positions, itself included "
+                   help="members are drawn from each seed's K nearest other positions, as in PtychoPINN "
                    "(default: c, the most compact groups; ignored for gridsize 1)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the grouping: same seed, same groups (default: 0)")

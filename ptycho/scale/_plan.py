@@ -228,11 +228,11 @@ def gridsize_of(channels: int) -> Optional[int]:
 # ---------------------------------------------------------------------------
 
 
-def group_fields(raw: Any, *, gridsize: Any, K: Any, nsamples: Any, seed: Any) -> dict:
-    """``raw.group(...)`` then ``raw.grouped_fields(...)``: every field but Y."""
+def group_fields(raw: Any, *, gridsize: Any, K: Any, nsamples: Any, seed: Any, N: Any = None) -> dict:
+    """``raw.group(...)`` then ``raw.grouped_fields(..., N=N)``: every field but Y (``X_full`` with N)."""
     gridsize = _validate.positive_int(gridsize, "gridsize")
     nn_indices = raw.group(gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
-    return dict(raw.grouped_fields(nn_indices))
+    return {name: value for name, value in raw.grouped_fields(nn_indices, N=N).items() if value is not None}
 
 
 def object_of(raw: Any) -> np.ndarray:
@@ -247,16 +247,17 @@ def object_of(raw: Any) -> np.ndarray:
 
 
 def grouped_positions(fields: dict, channels: int) -> np.ndarray:
-    """Flat (G * c, 2) positions of Y: the members' scan positions ``coords_nn``.
+    """Flat (G * c, 2) float32 positions of Y: ``coords_offsets + coords_relative``.
 
-    Position ``b*c + k`` is member k of group b (row-major over (group,
-    channel)), the order in which :meth:`ptycho.dataset.RawData.generate_grouped_data`
-    cuts Y, so Y here equals Y there bit for bit.
+    Where :meth:`ptycho.dataset.RawData.generate_grouped_data` cuts Y
+    (:func:`ptycho.dataset.ground_truth_positions`, PtychoPINN's positions);
+    position ``b*c + k`` is member k of group b (row-major over (group,
+    channel)), so Y here equals Y there bit for bit.
     """
-    from ptycho.dataset import check_grouped
+    from ptycho.dataset import check_grouped, ground_truth_positions
 
     check_grouped(fields, "fields", channels=channels)
-    coords = np.asarray(fields["coords_nn"])
+    coords = ground_truth_positions(fields)
     # (G, 1, 2, c) -> (G, c, 2) -> (G * c, 2)
     return np.ascontiguousarray(np.moveaxis(coords[:, 0], 1, 2)).reshape(-1, 2)
 
