@@ -302,7 +302,7 @@ def _load_grouped_bad(kind: str) -> Any:
     folder = _case_dir(f"load-grouped-{kind}")
     if kind == "dataset":
         return load_grouped(_make_input(folder, "valid"))
-    grouped = _raw().generate_grouped_data(4, gridsize=2, backend="numpy", seed=0)
+    grouped = _raw().generate_grouped_data(4, nsamples=None, gridsize=2, backend="numpy", seed=0)
     grouped["Y"] = grouped["Y"][:-1]  # one group short
     path = folder / "grouped.npz"
     save_grouped(path, grouped)
@@ -675,13 +675,52 @@ def _cases() -> list[BadInput]:
     add("gg-n-zero", gg, "N=0", lambda: _grouped(N=0), ValueError, "N", "0")
     add("gg-n-float", gg, "N=4.0", lambda: _grouped(N=4.0), TypeError, "N", "float 4.0")
     add("gg-gridsize-zero", gg, "gridsize=0", lambda: _grouped(gridsize=0), ValueError, "gridsize", "0")
-    add("gg-k-below-c", gg, "K=2 with gridsize=2 (c = 4)", lambda: _grouped(K=2), ValueError, "K", "c = gridsize**2 = 4", "K=2")
-    add("gg-k-above-m", gg, f"K={M + 1} with {M} positions", lambda: _grouped(K=M + 1), ValueError, "K", f"M = {M}", f"K={M + 1}")
+    add("gg-k-below-c", gg, "K=2 with gridsize=2 (c = 4)", lambda: _grouped(K=2), ValueError, "K=2 must be >= C=4")
     add("gg-nsamples-zero", gg, "nsamples=0", lambda: _grouped(nsamples=0), ValueError, "nsamples", "0")
     add("gg-backend", gg, "backend='torch'", lambda: _grouped(backend="torch"), ValueError, "backend", "'torch'")
     add("gg-batch-size", gg, "batch_size=0", lambda: _grouped(batch_size=0), ValueError, "batch_size", "0")
-    add("gg-no-object", gg, "a dataset without objectGuess", lambda: _grouped(changes={"objectGuess": None}), ValueError, "objectGuess", "None")
     add("gg-not-rawdata", "generate_grouped_data", "raw={} (not a RawData)", lambda: __import__("ptycho.dataset", fromlist=["x"]).generate_grouped_data({}, 4), TypeError, "raw", "dict")
+    add("gg-c-above-m", gg, f"gridsize=4 (c = 16) with {M} positions", lambda: _grouped(gridsize=4, K=16), ValueError, f"only {M} positions", "C = gridsize**2 = 16")
+    add("gg-oversampling-off", gg, f"nsamples={M + 1} > M with gridsize=2, oversampling off", lambda: _grouped(nsamples=M + 1), ValueError, f"nsamples={M + 1}", "enable_oversampling=True", "OVERSAMPLING-001")
+    add("gg-pool-below-c", gg, "oversampling with neighbor_pool_size=3 < c = 4", lambda: _grouped(nsamples=M + 1, enable_oversampling=True, neighbor_pool_size=3), ValueError, "neighbor_pool_size >= C = gridsize**2 = 4", "neighbor_pool_size=3")
+    add("gg-pool-zero", gg, "neighbor_pool_size=0", lambda: _grouped(neighbor_pool_size=0), ValueError, "neighbor_pool_size", "0")
+    add("gg-seed-negative", gg, "seed=-1", lambda: _grouped(seed=-1), ValueError, "seed", "-1")
+    add("gg-seed-str", gg, "seed='abc'", lambda: _grouped(seed="abc"), TypeError, "seed", "'abc'")
+    add("gg-seed-too-big", gg, "seed=2**32", lambda: _grouped(seed=2**32), ValueError, "seed", "below 2**32", str(2**32))
+    add("gg-sequential-str", gg, "sequential_sampling='yes'", lambda: _grouped(sequential_sampling="yes"), TypeError, "sequential_sampling", "True or False", "'yes'")
+    add("gg-oversampling-int", gg, "enable_oversampling=1", lambda: _grouped(enable_oversampling=1), TypeError, "enable_oversampling", "True or False", "1")
+    add("gg-dataset-path-int", gg, "dataset_path=3", lambda: _grouped(dataset_path=3), TypeError, "dataset_path", "int")
+    add("gg-groups-k-below-c", "RawData._generate_groups_efficiently", "K=3, C=4", lambda: _raw()._generate_groups_efficiently(5, 3, 4, seed=0), ValueError, "K=3 must be >= C=4")
+    add("gg-oversample-c-above-m", "RawData._generate_groups_with_oversampling", f"C=16 with {M} positions", lambda: _raw()._generate_groups_with_oversampling(20, 20, 16, seed=0), ValueError, f"only {M} positions", "C = gridsize**2 = 16")
+    def _raw_full(**extra: Any) -> Any:
+        from ptycho.dataset import RawData
+
+        f = _scan_fields()
+        return RawData(f["xcoords"], f["ycoords"], f["xcoords"], f["ycoords"], f["diff3d"], f["probeGuess"],
+                       f["scan_index"], f["objectGuess"], **extra)
+
+    add("raw-y-length", rd, f"Y of shape ({M + 1}, 4, 4)", lambda: _raw_full(Y=np.ones((M + 1, 4, 4), np.complex64)), ValueError, "Y", f"({M}, N, N)", f"({M + 1}, 4, 4)")
+    add("raw-y-str", rd, "Y of strings", lambda: _raw_full(Y=np.array(["a"] * M)), TypeError, "Y", "<U1")
+    add("raw-metadata-list", rd, "metadata=[1]", lambda: _raw_full(metadata=[1]), TypeError, "metadata", "list")
+    nd = "normalize_data"
+
+    def _normalize(dset: Any = None, N: Any = 8) -> Any:
+        from ptycho.raw_data import normalize_data
+
+        return normalize_data({"diffraction": np.ones((3, 8, 8, 1), np.float32)} if dset is None else dset, N)
+
+    add("nd-dset-list", nd, "dset=[] (not a dict)", lambda: _normalize([]), TypeError, "dset", "list")
+    add("nd-no-diffraction", nd, "dset without 'diffraction'", lambda: _normalize({"X": 1}), ValueError, "diffraction", "present: X")
+    add("nd-diffraction-2d", nd, "diffraction of shape (3, 8)", lambda: _normalize({"diffraction": np.ones((3, 8))}), ValueError, "diffraction", "(3, 8)")
+    add("nd-diffraction-complex", nd, "complex diffraction", lambda: _normalize({"diffraction": np.ones((3, 8, 8), np.complex64)}), TypeError, "diffraction", "complex64")
+    add("nd-diffraction-zero", nd, "diffraction all zero", lambda: _normalize({"diffraction": np.zeros((3, 8, 8))}), ValueError, "diffraction", "all zero")
+    add("nd-diffraction-nan", nd, "a NaN in diffraction", lambda: _normalize({"diffraction": _with(np.ones((3, 8, 8)), (1, 2, 3), np.nan)}), ValueError, "diffraction", "nan")
+    add("nd-n-zero", nd, "N=0", lambda: _normalize(N=0), ValueError, "N", "0")
+    add("rc-shape", "get_relative_coords", "coords_nn of shape (5, 2)", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_relative_coords(np.zeros((5, 2))), ValueError, "coords_nn", "(G, 1, 2, c)", "(5, 2)")
+    add("rc-none", "get_relative_coords", "coords_nn=None", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_relative_coords(None), TypeError, "coords_nn", "None")
+    add("ni-k-above-m", "get_neighbor_indices", f"K={M} with {M} positions", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M * 1.0), K=M), ValueError, f"K + 1 = {M + 1}", f"only {M} scan positions")
+    add("ni-y-length", "get_neighbor_indices", f"ycoords of shape ({M - 1},)", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M - 1.0)), ValueError, "ycoords", f"({M - 1},)")
+    add("ni-x-none", "get_neighbor_indices", "xcoords=None", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(None, np.arange(M * 1.0)), TypeError, "xcoords", "None")
 
     # -- the command line --------------------------------------------------------
     cl = "ptycho-patches"
