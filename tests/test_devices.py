@@ -70,40 +70,121 @@ print("ok")
 """
 
 
-JAX_PLACEMENT_TWO_DEVICES = """
-import numpy as np, jax
-from ptycho.backends import place_patches
-from ptycho.backends.placement import reassemble_position, shift_and_sum
-
-second = jax.devices()[1]
+PLACEMENT_CASES = """
 rng = np.random.default_rng(1)
 patches = (rng.standard_normal((40, 8, 8)) + 1j * rng.standard_normal((40, 8, 8))).astype(np.complex64)
-pos = rng.uniform(2, 28, (40, 2)).astype(np.float32)
+pos = rng.uniform(-3, 33, (40, 2)).astype(np.float32)
+weights = rng.uniform(0.5, 1, (8, 8)).astype(np.float32)
+grouped = {"Y": patches.reshape(10, 4, 8, 8).transpose(0, 2, 3, 1),
+           "coords_nn": pos.reshape(10, 4, 2).transpose(0, 2, 1)[:, None].astype(np.float64)}
+
+def entries(w):
+    # every placement entry: (name, call(patches, positions, evaluation, ordered))
+    return {
+        "place": lambda a, b, e, o: place_patches(a, b, (30, 30), ordered=o),
+        "stitch": lambda a, b, e, o: place_patches(a, b, (30, 30), normalize=True, ordered=o),
+        "weighted_stitch": lambda a, b, e, o: place_patches(a, b, (30, 30), weights=w, normalize=True,
+                                                            return_coverage=True, ordered=o),
+        "shift_and_sum": lambda a, b, e, o: shift_and_sum(a, b, 6, evaluation=e, ordered=o),
+        "reassemble_position": lambda a, b, e, o: reassemble_position(a, b, 6, evaluation=e, ordered=o),
+    }
+
+def equal(got, ref, name):
+    got = got if isinstance(got, tuple) else (got,)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    for g, r in zip(got, ref):
+        on_second(g)
+        assert np.array_equal(np.asarray(g), np.asarray(r)), name + ": values differ on the second device"
+
+reference = {name: {(e, o): call(patches, pos, e, o) for e in ("compiled", "plain") for o in (False, True)}
+             for name, call in entries(weights).items()}
+"""
+
+
+JAX_PLACEMENT_TWO_DEVICES = """
+import numpy as np, jax
+from ptycho.backends import place_patches, placement
+from ptycho.backends.placement import reassemble_position, shift_and_sum
+from ptycho.cli.stitch import stitch
+
+second = jax.devices()[1]
+
+def on_second(x):
+    assert x.devices() == {second}, x.devices()
+""" + PLACEMENT_CASES + """
 with jax.enable_x64(True):
-    p, q = jax.device_put(patches, second), jax.device_put(pos, second)
-calls = {
-    "place": lambda a, b, **k: place_patches(a, b, (30, 30), **k),
-    "stitch": lambda a, b, **k: place_patches(a, b, (30, 30), normalize=True, **k),
-    "shift_and_sum": lambda a, b, **k: shift_and_sum(a, b, 6, **k),
-    "reassemble_position": lambda a, b, **k: reassemble_position(a, b, 6, **k),
-}
-for name, call in calls.items():
-    got = call(p, q)
-    assert got.devices() == {second}, (name, got.devices())
-    ref = call(patches, pos, backend="numpy")
-    assert np.array_equal(np.asarray(got), ref), name + ": values differ on the second device"
+    p, q, w = (jax.device_put(a, second) for a in (patches, pos, weights))
+for name, call in entries(w).items():
+    for (e, o), ref in reference[name].items():
+        with jax.transfer_guard("disallow"):
+            got = call(p, q, e, o)
+            jax.block_until_ready(got)
+        equal(got, ref, f"{name} {e} ordered={o}")
+    with jax.transfer_guard("disallow"):  # positions on the host: sent explicitly
+        equal(call(p, pos, "compiled", False), reference[name][("compiled", False)], name + " host positions")
+placement.CHUNK_UPDATES = 4 * 64 * 7  # chunks of 7 patches (5 windows), cut on the device
+for name, call in entries(w).items():
+    for o in (False, True):
+        with jax.transfer_guard("disallow"):
+            got = call(p, q, "compiled", o)
+            jax.block_until_ready(got)
+        equal(got, reference[name][("compiled", o)], f"{name} ordered={o}, chunked")
+with jax.transfer_guard("disallow"):
+    out = stitch(grouped, (30, 30), backend="jax", device=second)
+ref = stitch(grouped, (30, 30), backend="numpy")
+assert all(np.array_equal(out[k], ref[k]) for k in ("object", "coverage")), "stitch differs"
 print("ok")
 """
 
 
 def test_jax_placement_stays_on_a_second_device(jax):
-    """Placement of arrays on a non-default device runs there and gives the NumPy backend's bits.
-
-    (Not under ``jax.transfer_guard("disallow")``: its eager steps send scalars -- slice
-    starts, ``eps`` -- from the host.)
-    """
+    """Every placement entry, both evaluation orders, ordered or not, one chunk or several, on a second
+    device under ``jax.transfer_guard("disallow")``: it runs there, with no implicit transfer, and gives
+    the NumPy backend's bits (the stitch's Python entry: its canvases, fetched explicitly)."""
     out = _run(JAX_PLACEMENT_TWO_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                                            "JAX_PLATFORMS": "cpu"})
+    assert out.strip().endswith("ok")
+
+
+TF_PLACEMENT_TWO_DEVICES = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from ptycho import tf_helper
+from ptycho.backends import place_patches
+from ptycho.backends.placement import reassemble_position, shift_and_sum
+from ptycho.cli.stitch import stitch
+
+def on_second(t):
+    assert t.device.endswith("CPU:1"), t.device
+""" + PLACEMENT_CASES + """
+with tf.device("/CPU:1"):
+    p, q, w = tf.constant(patches), tf.constant(pos), tf.constant(weights)
+    p4, q4 = tf.constant(patches[..., None]), tf.constant(pos.reshape(-1, 1, 1, 2))
+for name, call in entries(w).items():
+    for (e, o), ref in reference[name].items():
+        with tf.device("/CPU:1"):
+            equal(call(p, q, e, o), ref, f"{name} {e} ordered={o}")
+    equal(call(p, q, "compiled", True), reference[name][("compiled", True)], name + ", no scope")  # where p lives
+for e in ("compiled", "plain"):
+    with tf.device("/CPU:1"):
+        summed = tf_helper.shift_and_sum(p4, q4, 6, evaluation=e)
+        divided = tf_helper.reassemble_position(p4, q4, 6, evaluation=e)
+    on_second(summed); on_second(divided)
+    assert np.array_equal(summed.numpy()[..., 0], reference["shift_and_sum"][(e, False)])
+    assert np.array_equal(divided.numpy(), tf_helper.reassemble_position(patches[..., None], pos.reshape(-1, 1, 1, 2),
+                                                                          6, evaluation=e).numpy())
+out = stitch(grouped, (30, 30), backend="tensorflow", device="/CPU:1")
+ref = stitch(grouped, (30, 30), backend="numpy")
+assert all(np.array_equal(out[k], ref[k]) for k in ("object", "coverage")), "stitch differs"
+print("ok")
+"""
+
+
+def test_tensorflow_placement_on_a_second_logical_device(tf):
+    """Every placement entry (and tf_helper's) under ``tf.device`` of a second logical CPU, both
+    evaluation orders, ordered or not: the result lives there, bit for bit the NumPy backend."""
+    out = _run(TF_PLACEMENT_TWO_DEVICES, {})
     assert out.strip().endswith("ok")
 
 

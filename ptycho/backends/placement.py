@@ -331,6 +331,11 @@ class _Run:
         self.name = canonical_name(backend) if backend is not None else backend_of(array)
         self.mod = get_backend(self.name) if self.name is not None else None
         self.xp = self.mod.namespace if self.mod is not None else generic_namespace(array)
+        #: where the call runs: the device of the patches (None: the backend's default device)
+        self.device = None
+        if self.mod is not None and self.is_native(array) and not isinstance(array, np.ndarray) \
+                and not _is_abstract(array):
+            self.device = self.mod.device_of(array)
 
     def precision(self, dtype: Any) -> Any:
         import contextlib
@@ -349,10 +354,35 @@ class _Run:
             if _dtype_of(x) == dtype:
                 return x
             return self.xp.astype(x, getattr(self.xp, dtype.name))
-        return self.mod.asarray(np.asarray(x).astype(dtype, copy=False))
+        return self.put(np.asarray(x).astype(dtype, copy=False))
+
+    def put(self, host: np.ndarray) -> Any:
+        """Host data onto the call's device: an explicit transfer (``jax.device_put``, allowed by
+        ``jax.transfer_guard``), or a ``tf.constant`` under ``tf.device``."""
+        return self.mod.asarray(host, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
+        """Host values of ``x``; a JAX array is fetched explicitly (``jax.device_get``)."""
+        if self.name == "jax":
+            import jax
+
+            return np.asarray(jax.device_get(x))
         return self.mod.to_numpy(x) if self.mod is not None else to_host(x)
+
+    def on_device(self) -> Any:
+        """TensorFlow: ``tf.device`` of the patches, so that eager steps run where they live."""
+        import contextlib
+
+        if self.name == "tensorflow" and self.device:
+            return self.mod.on_device(self.device)
+        return contextlib.nullcontext()
+
+    def small(self, job: Any, **static: Any) -> Any:
+        """A step between the chunks (canvases, crops, the final division): compiled on JAX,
+        whose eager steps would send Python scalars from the host; eager elsewhere."""
+        if self.name == "jax":
+            return compile_job(self.name, job, **static)
+        return functools.partial(job, xp=self.xp, **static)
 
     def compile(self, job: Any, **static: Any) -> Any:
 
@@ -361,7 +391,9 @@ class _Run:
         return compile_job(self.name, job, **static)
 
     def fma_guard(self) -> Any:
-        return self.mod.fma_guard() if self.mod is not None else None
+        if self.mod is None:
+            return None
+        return self.mod.fma_guard(self.device) if self.device is not None else self.mod.fma_guard()
 
     def ordered(self, value: Optional[bool], x: Any) -> bool:
         """``ordered`` resolved: None -> True where the scatter-add uses atomics (a GPU)."""
@@ -474,29 +506,234 @@ def _zero_rows(rows: Any, count: int, *, xp: Any) -> Any:
     return xp.concat([rows, zeros], axis=0)
 
 
+# -- the steps between the chunks, as jobs (compiled on JAX: no scalar leaves the host) --
+
+
+def fill_job(one: Any, *, shapes: Tuple[Tuple[int, ...], ...], value: float, dtype: str, xp: Any) -> Tuple[Any, ...]:
+    """Real arrays of ``shapes`` filled with ``value``, made from ``one`` (a runtime 1.0 on the call's
+    device: under ``jax.jit`` an output follows the inputs it depends on)."""
+    real = getattr(xp, dtype)
+    unit = xp.astype(one, real)
+    return tuple(xp.full(shape, value, dtype=real) * unit for shape in shapes)
+
+
+def chunk_job(start: Any, *arrays: Any, total: int, step: int, pad_with: Tuple[str, ...], dtype: str,
+              xp: Any) -> Tuple[Any, ...]:
+    """Rows ``start + [0, step)`` of each array, and ``valid`` (step,) in ``dtype``: 1 for a row, 0 past ``total``.
+
+    ``start`` is a 0-d integer array on the call's device (one program for every chunk).  Rows past
+    the end are zeros ('zeros') or copies of the last row ('copies'); they add +0 to the canvas.
+    """
+    idx = xp.arange(step, dtype=start.dtype) + start
+    inside = idx < total
+    safe = xp.where(inside, idx, xp.zeros_like(idx) + (total - 1))
+    out = []
+    for a, how in zip(arrays, pad_with):
+        rows = xp.take(a, safe, axis=0)
+        if how == "zeros":
+            mask = xp.reshape(inside, (step,) + (1,) * (len(a.shape) - 1))
+            rows = xp.where(mask, rows, xp.zeros_like(rows))
+        out.append(rows)
+    return tuple(out) + (xp.astype(inside, getattr(xp, dtype)),)
+
+
+def crop_job(patches: Any, *, lo: int, size: int, xp: Any) -> Any:
+    """The central ``size`` x ``size`` of each patch (PtychoPINN's crop)."""
+    return patches[:, lo:lo + size, lo:lo + size]
+
+
+def place_finish_job(*canvases: Any, shape: Tuple[int, int], eps: float, coverage: bool, xp: Any) -> Any:
+    """The flat zero-bordered canvases of :func:`place_patches` -> the (H, W) result.
+
+    Two canvases (re, im): the complex canvas; three (with ``one``, the runtime 1.0, last):
+    ``(re, im, w)`` divided by ``w + eps`` (:func:`divide`), with ``w`` too when ``coverage``.
+    """
+    H, W = shape
+    one = canvases[-1] if len(canvases) == 4 else None
+    planes = [
+        xp.reshape(c, (H + 2 * BORDER, W + 2 * BORDER))[BORDER:BORDER + H, BORDER:BORDER + W]
+        for c in canvases[:3]
+    ]
+    if len(planes) == 3:
+        norm = planes[2] + eps
+        stitched = _complex_from_parts(divide(planes[0], norm, xp=xp, one=one),
+                                       divide(planes[1], norm, xp=xp, one=one), xp=xp)
+        return (stitched, planes[2]) if coverage else stitched
+    return _complex_from_parts(planes[0], planes[1], xp=xp)
+
+
+def shift_finish_job(*canvases: Any, size: int, eps: Optional[float], combine: bool, xp: Any) -> Tuple[Any, ...]:
+    """The flat canvases (S*S + 1) of :func:`shift_and_sum_planes` -> (S, S) planes; with ``eps``
+    (three canvases and the runtime 1.0 last) ``re`` and ``im`` divided by ``ones + eps``; with
+    ``combine``, ``(re + i im,)``."""
+    one = canvases[-1] if eps is not None else None
+    count = 3 if eps is not None else len(canvases)
+    planes = tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases[:count])
+    if eps is not None:
+        norm = planes[2] + eps
+        planes = (divide(planes[0], norm, xp=xp, one=one), divide(planes[1], norm, xp=xp, one=one), planes[2])
+    return (_complex_from_parts(planes[0], planes[1], xp=xp),) if combine else planes
+
+
+# -- the ordered path in steps of windows that do not meet (the wavefront schedule) --
+
+
+def wavefront_levels(boxes: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """The wavefront level of each patch: 1 + the highest level of the earlier patches its box meets.
+
+    ``boxes`` (P, 4) int, half-open ``(r0, r1, c0, c1)`` inside ``shape``, each containing every kept
+    canvas pixel its patch updates.  Two patches of one level never meet; two patches that meet are
+    in increasing levels in patch order -- so adding level after level gives every canvas pixel its
+    contributions in patch order.  A level canvas holds, per pixel, the highest level that covers it.
+    """
+    top = np.zeros(shape, np.int32)
+    levels = np.empty(len(boxes), np.int32)
+    for i, (r0, r1, c0, c1) in enumerate(boxes.tolist()):
+        window = top[r0:r1, c0:c1]
+        level = int(window.max()) + 1 if window.size else 1
+        window[...] = level
+        levels[i] = level
+    return levels
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to 8 steps per octave: few distinct shapes, so few compiled programs."""
+    if n <= 16:
+        return max(n, 1)
+    unit = 1 << (n.bit_length() - 4)
+    return -(-n // unit) * unit
+
+
+def step_table(levels: np.ndarray, rows_per_patch: int, *, dummy: int) -> Tuple[np.ndarray, int]:
+    """``(table, steps)``: the rows of each step of the ordered path, and how many steps run.
+
+    Patches of one level (in patch order) are cut into steps of at most W patches (a power of two near
+    P / levels); a step adds row ``rows_per_patch * p + k`` of its patches, k = 0, 1, ... one step each
+    (placement: corner a, b, c, d).  ``table`` (T, W) int32, padded with row ``dummy`` (index: a
+    discarded pixel, value 0) and to a bucketed T.
+    """
+    count = len(levels)
+    order = np.argsort(levels, kind="stable")
+    sizes = np.bincount(levels)[1:]
+    sizes = sizes[sizes > 0]
+    width = 1 << max(0, int(math.ceil(math.log2(max(1.0, count / max(1, len(sizes)))))))
+    groups = []
+    begin = 0
+    for size in sizes.tolist():
+        for lo in range(begin, begin + size, width):
+            groups.append(order[lo:min(lo + width, begin + size)])
+        begin += size
+    steps = len(groups) * rows_per_patch
+    table = np.full((_bucket(steps), width), dummy, np.int32)
+    for g, members in enumerate(groups):
+        for k in range(rows_per_patch):
+            table[g * rows_per_patch + k, :len(members)] = rows_per_patch * members + k
+    return table, steps
+
+
+def steps_job(canvases: Tuple[Any, ...], table: Any, steps: Any, index: Any, *values: Any, dump: int,
+              library: str, xp: Any) -> Tuple[Any, ...]:
+    """Add ``values`` (R, K) at ``index`` (R, K) into the flat canvases, step after step.
+
+    Step s adds rows ``table[s]`` (row R: a dummy row, index ``dump``, value 0) in one scatter; the
+    rows of a step never meet at a kept pixel, so a GPU's atomics have nothing to reorder.
+    ``steps`` (0-d) is how many rows of ``table`` run.
+    """
+    width = int(index.shape[1])
+    index = xp.concat([index, xp.zeros((1, width), dtype=index.dtype, **_on(index, xp)) + dump], axis=0)
+    values = tuple(xp.concat([v, xp.zeros((1, width), dtype=v.dtype, **_on(v, xp))], axis=0) for v in values)
+    if library == "jax":
+        import jax
+
+        def add_step(s: Any, accs: Tuple[Any, ...]) -> Tuple[Any, ...]:
+            rows = table[s]
+            flat = xp.reshape(index[rows], (-1,))
+            return tuple(acc.at[flat].add(xp.reshape(v[rows], (-1,)), mode="promise_in_bounds")
+                         for acc, v in zip(accs, values))
+
+        return tuple(jax.lax.fori_loop(0, steps, add_step, tuple(canvases)))
+    if library == "tensorflow":
+        import tensorflow as tf
+
+        def body(s: Any, *accs: Any):
+            rows = table[s]
+            flat = tf.reshape(tf.gather(index, rows), (-1, 1))
+            return (s + 1,) + tuple(tf.tensor_scatter_nd_add(acc, flat, tf.reshape(tf.gather(v, rows), (-1,)))
+                                    for acc, v in zip(accs, values))
+
+        out = tf.while_loop(lambda s, *accs: s < steps, body, (tf.constant(0, steps.dtype),) + tuple(canvases))
+        return tuple(out[1:])
+    accs = list(canvases)
+    for s in range(int(steps)):
+        rows = table[s]
+        flat = xp.reshape(xp.take(index, rows, axis=0), (-1,))
+        accs = [scatter_add(acc, flat, xp.reshape(xp.take(v, rows, axis=0), (-1,)), xp=xp)
+                for acc, v in zip(accs, values)]
+    return tuple(accs)
+
+
+class _Schedule:
+    """The ordered path's steps, from host boxes of each patch's kept pixels (see :func:`wavefront_levels`)."""
+
+    def __init__(self, boxes: np.ndarray, shape: Tuple[int, int], rows_per_patch: int, dump: int) -> None:
+        self.levels = wavefront_levels(boxes, shape)
+        self.rows_per_patch = rows_per_patch
+        self.dump = dump
+
+    def table(self, start: int, stop: int, rows: int) -> Tuple[np.ndarray, int]:
+        return step_table(self.levels[start:stop], self.rows_per_patch, dummy=rows)
+
+
 def _run_chunks(
     run: _Run, job: Any, canvases: Tuple[Any, ...], chunked: Sequence[Any], pad_with: Sequence[str],
-    shared: Sequence[Any], *, step: int, ordered: bool, **static: Any,
+    shared: Sequence[Any], *, step: int, ordered: bool, dtype: str, schedule: Optional[_Schedule] = None,
+    **static: Any,
 ) -> Tuple[Any, ...]:
     """Carry ``canvases`` through the chunks of ``step`` rows of ``chunked``, in order.
 
-    Per chunk: ``index, *values = job(*chunk, *shared)``, then
-    :func:`scatter_job` adds them: the canvas receives its updates in patch
-    order.  Compiling backends pad the last chunk to ``step`` rows (one program
-    for the run): rows padded by ``pad_with`` ('zeros' or 'copies') add nothing.
+    Per chunk: ``index, *values = job(*chunk[:2], valid, *chunk[2:], *shared)`` (``valid``: 1 for a
+    row, 0 for a padding row), then :func:`scatter_job` -- or, ordered with a ``schedule``,
+    :func:`steps_job` -- adds them: the canvas receives its updates in patch order.  Compiling
+    backends pad the last chunk to ``step`` rows (one program for the run): rows padded by
+    ``pad_with`` ('zeros' or 'copies') add nothing.  On JAX the chunks are cut by a compiled
+    :func:`chunk_job` whose start is placed on the device explicitly.
     """
+    xp = run.xp
     updates = run.compile(job, **static)
-    scatter = run.compile(scatter_job, ordered=ordered)
     total = int(chunked[0].shape[0])
+    real = getattr(xp, dtype)
+    library = run.name if run.name in ("jax", "tensorflow") else "generic"
+    if ordered and schedule is not None and run.name in ("jax", "tensorflow"):
+        steps_program = run.compile(steps_job, dump=schedule.dump, library=library)
+    else:
+        schedule = None
+        scatter = run.compile(scatter_job, ordered=ordered)
     pad_last = run.name in ("jax", "tensorflow") and total > step
+    if run.name == "jax" and total > step:
+        cut = run.compile(chunk_job, total=total, step=step, pad_with=tuple(pad_with), dtype=dtype)
     for start, stop in chunk_bounds(total, step):
-        chunk = [a[start:stop] for a in chunked]
-        if pad_last and stop - start < step:
-            chunk = [
-                _zero_rows(a, step, xp=run.xp) if how == "zeros" else pad_rows(a, step, xp=run.xp)
-                for a, how in zip(chunk, pad_with)
-            ]
-        canvases = tuple(scatter(tuple(canvases), *updates(*chunk, *shared)))
+        if run.name == "jax":
+            if total > step:
+                *chunk, valid = cut(run.put(np.asarray(start, np.int32)), *chunked)
+            else:
+                chunk = list(chunked)
+                (valid,) = run.small(fill_job, shapes=((total,),), value=1.0, dtype=dtype)(run.fma_guard())
+        else:
+            chunk = [a[start:stop] for a in chunked]
+            valid = xp.zeros((stop - start,), dtype=real, **_on(chunk[0], xp)) + 1
+            if pad_last and stop - start < step:
+                chunk = [
+                    _zero_rows(a, step, xp=xp) if how == "zeros" else pad_rows(a, step, xp=xp)
+                    for a, how in zip(chunk, pad_with)
+                ]
+                valid = _zero_rows(valid, step, xp=xp)
+        index, *values = updates(*chunk[:2], valid, *chunk[2:], *shared)
+        if schedule is not None:
+            table, steps = schedule.table(start, stop, int(index.shape[0]))
+            canvases = tuple(steps_program(tuple(canvases), run.put(table), run.put(np.asarray(steps, np.int32)),
+                                           index, *values))
+        else:
+            canvases = tuple(scatter(tuple(canvases), index, *values))
     return canvases
 
 
@@ -607,36 +844,54 @@ def place_patches(
             )
         mode = "normalized" if normalize else "weighted"
     padded = (H + 2 * BORDER) * (W + 2 * BORDER)
-    with run.precision(cdtype):
+    with run.precision(cdtype), run.on_device():
         p = run.working(patches, cdtype)
         real = getattr(xp, np.dtype(rdtype).name)
-        canvases = tuple(
+        dtype = np.dtype(rdtype).name
+        guard = run.fma_guard()
+        fill = run.small(fill_job, shapes=((padded,),) * (3 if mode == "normalized" else 2), value=0.0, dtype=dtype)
+        canvases = fill(guard) if run.name == "jax" else tuple(
             xp.zeros((padded,), dtype=real, **_on(p, xp)) for _ in range(3 if mode == "normalized" else 2)
         )
         if count:
             pos = run.working(positions, rdtype)
             if weights is None:
-                w = xp.zeros((1, n, n), dtype=real, **_on(p, xp)) + (1 if mode == "normalized" else 0)
+                (w,) = run.small(fill_job, shapes=((1, n, n),), value=1.0 if mode == "normalized" else 0.0,
+                                 dtype=dtype)(guard) if run.name == "jax" else (
+                    xp.zeros((1, n, n), dtype=real, **_on(p, xp)) + (1 if mode == "normalized" else 0),)
             else:
                 w = xp.reshape(run.working(weights, rdtype), (-1, n, n))
             per_patch = int(w.shape[0]) == count and count > 1
-            valid = xp.zeros((count,), dtype=real, **_on(p, xp)) + 1  # padding rows (zeros) add no weight
+            ordered = run.ordered(ordered, p)
+            schedule = None
+            if ordered and run.name in ("jax", "tensorflow") and not _is_abstract(pos):
+                schedule = _Schedule(_place_boxes(run.to_numpy(pos), n, (H, W)),
+                                     (H + 2 * BORDER, W + 2 * BORDER), rows_per_patch=4, dump=0)
             canvases = _run_chunks(
                 run, place_updates_job, canvases,
-                [p, pos, valid, w] if per_patch else [p, pos, valid], ["zeros", "copies", "zeros", "zeros"],
+                [p, pos, w] if per_patch else [p, pos], ["zeros", "copies", "zeros"],
                 [] if per_patch else [w],
-                step=_chunk_rows(4 * n * n), ordered=run.ordered(ordered, p), shape=(H, W), mode=mode,
+                step=_chunk_rows(4 * n * n), ordered=ordered, dtype=dtype, schedule=schedule, shape=(H, W), mode=mode,
             )
-        planes = [
-            xp.reshape(c, (H + 2 * BORDER, W + 2 * BORDER))[BORDER:BORDER + H, BORDER:BORDER + W]
-            for c in canvases
-        ]
-        if mode == "normalized":
-            norm, guard = planes[2] + eps, run.fma_guard()
-            stitched = _complex_from_parts(divide(planes[0], norm, xp=xp, one=guard),
-                                           divide(planes[1], norm, xp=xp, one=guard), xp=xp)
-            return (stitched, planes[2]) if return_coverage else stitched
-        return _complex_from_parts(planes[0], planes[1], xp=xp)
+        finish = run.small(place_finish_job, shape=(H, W), eps=eps, coverage=bool(return_coverage))
+        return finish(*canvases, guard) if mode == "normalized" else finish(*canvases)
+
+
+def _place_boxes(positions: np.ndarray, n: int, shape: Tuple[int, int]) -> np.ndarray:
+    """Host boxes (P, 4), half-open (r0, r1, c0, c1) in the zero-bordered canvas, each containing every
+    pixel the four corners of its patch update (:func:`spread_chunk`): the sample coordinates
+    ``X + p`` (X in [0, N)) floored, less the origin N // 2, with 2 pixels of slack for rounding,
+    clipped to [-BORDER, size] as the stencil clips them (a monotone map: the box still contains
+    them), then the corners' +1."""
+    H, W = shape
+    low = np.floor(positions.astype(np.float64)) - n // 2 - 1 - 2
+    high = np.floor(positions.astype(np.float64)) - n // 2 + n + 2
+    boxes = []
+    for axis, size in ((1, H), (0, W)):
+        lo = np.clip(low[:, axis], -BORDER, size) + BORDER
+        hi = np.clip(high[:, axis], -BORDER, size) + BORDER + 2  # corner +1, half-open +1
+        boxes += [lo, hi]
+    return np.stack(boxes, axis=1).astype(np.int64)
 
 
 def _crop_size(M: Any, n: int) -> int:
@@ -673,28 +928,31 @@ def sequential_mean(offsets: np.ndarray) -> np.ndarray:
     return total / offsets.dtype.type(offsets.shape[0])
 
 
-def _recentred(run: "_Run", offsets: Any) -> Any:
-    """PtychoPINN's recentring, its mean's rows added in order on every backend.
+def _recentred(run: "_Run", offsets: Any) -> Tuple[Any, Optional[np.ndarray]]:
+    """PtychoPINN's recentring, its mean's rows added in order on every backend: ``(recentred, host)``.
 
-    TensorFlow: ``tf.reduce_mean``, PtychoPINN's own op (differentiable under a
-    tape).  A traced array (under ``jax.grad``/``jax.jit``): the namespace's
+    ``host``: the recentred offsets' host values (None when traced).  TensorFlow:
+    ``tf.reduce_mean``, PtychoPINN's own op (differentiable under a tape).  A
+    traced array (under ``jax.grad``/``jax.jit``): the namespace's
     ``sequential_mean`` (JAX: a ``lax.scan`` over the rows), else its mean.
-    Otherwise the offsets go to the host (they are fetched for the canvas size
-    anyway), are recentred there by :func:`sequential_mean` and come back to
-    their device.
+    Otherwise the offsets are fetched to the host explicitly (``jax.device_get``;
+    they are needed there for the canvas size and the ordered path's steps), are
+    recentred there by :func:`sequential_mean` and go back to their device by an
+    explicit transfer (``jax.device_put``: ``jax.transfer_guard`` allows it).
     """
     if run.name == "tensorflow":
-        return recentre_offsets(offsets, xp=run.xp)
+        recentred = recentre_offsets(offsets, xp=run.xp)
+        return recentred, (None if _is_abstract(recentred) else run.to_numpy(recentred))
     if _is_abstract(offsets):
         in_order = getattr(run.xp, "sequential_mean", None)
-        return offsets - in_order(offsets) if in_order is not None else recentre_offsets(offsets, xp=run.xp)
+        return (offsets - in_order(offsets) if in_order is not None else recentre_offsets(offsets, xp=run.xp)), None
     host = np.asarray(run.to_numpy(offsets))
     recentred = host - sequential_mean(host)
     if run.mod is None:  # a library without a backend module (PyTorch, CuPy)
         import array_api_compat
 
-        return run.xp.asarray(recentred, device=array_api_compat.device(offsets))
-    return run.mod.asarray(recentred, device=run.mod.device_of(offsets))
+        return run.xp.asarray(recentred, device=array_api_compat.device(offsets)), recentred
+    return run.mod.asarray(recentred, device=run.mod.device_of(offsets)), recentred
 
 
 def canvas_pad(adjusted: np.ndarray) -> int:
@@ -719,12 +977,14 @@ def shift_and_sum_planes(
     ones: bool = False,
     eps: Optional[float] = None,
     names: Tuple[str, str] = ("patches", "offsets"),
+    combine: bool = False,
 ) -> Tuple[Any, Tuple[Any, ...]]:
     """The real canvases of :func:`shift_and_sum`: ``(xp, (re, im[, ones]))``, each (S, S).
 
     For wrappers that combine them themselves (``ptycho.tf_helper`` divides as PtychoPINN does).
     With ``ones=True`` and ``eps``: ``(re / (ones + eps), im / (ones + eps), ones)``, divided
-    exactly on every device (:func:`divide`).
+    exactly on every device (:func:`divide`).  ``combine``: ``(xp, (re + i im,))``, formed where
+    the patches live.
     """
     patches_name, offsets_name = names
     evaluation = _evaluation(evaluation)
@@ -744,38 +1004,55 @@ def shift_and_sum_planes(
     M = _crop_size(M, n)
     cdtype, rdtype = _validate.working_dtypes(pdtype)
     offsets = _rows(offsets, offsets_name, patches_name, pshape[0], run, rdtype)
-    with run.precision(cdtype):
+    with run.precision(cdtype), run.on_device():
         p = run.working(patches, cdtype)
         t = run.working(offsets, rdtype)
+        host = None  # the offsets' host values, recentred: the canvas size and the ordered path's steps
         if recentre:
-            t = _recentred(run, t)
+            t, host = _recentred(run, t)
+        elif not _is_abstract(t):
+            host = run.to_numpy(t)
         if pad is None:
-            if _is_abstract(t):
+            if host is None:
                 raise InputError(
                     f"pad must be given when {offsets_name} are traced (e.g. under jax.grad): the canvas "
                     "size cannot depend on traced values"
                 )
-            pad = canvas_pad(run.to_numpy(t))
+            pad = canvas_pad(host)
         else:
             pad = _validate.non_negative_int(pad, "pad")
         lo = n // 2 - M // 2
-        crops = p[:, lo:lo + M, lo:lo + M]
+        crops = run.small(crop_job, lo=lo, size=M)(p)
         size = M + 2 * pad
         real = getattr(xp, np.dtype(rdtype).name)
-        canvases = tuple(xp.zeros((size * size + 1,), dtype=real, **_on(p, xp)) for _ in range(3 if ones else 2))
-        valid = xp.zeros((pshape[0],), dtype=real, **_on(p, xp)) + 1  # padding rows (zeros) add no ones
+        dtype = np.dtype(rdtype).name
+        guard = run.fma_guard()
+        shapes = ((size * size + 1,),) * (3 if ones else 2)
+        canvases = run.small(fill_job, shapes=shapes, value=0.0, dtype=dtype)(guard) if run.name == "jax" else \
+            tuple(xp.zeros((size * size + 1,), dtype=real, **_on(p, xp)) for _ in range(3 if ones else 2))
+        ordered = run.ordered(ordered, p)
+        schedule = None
+        if ordered and run.name in ("jax", "tensorflow") and host is not None:
+            schedule = _Schedule(_shift_boxes(host, M, pad), (size, size), rows_per_patch=1, dump=size * size)
         canvases = _run_chunks(
-            run, shift_updates_job, canvases, [crops, t, valid], ["zeros", "copies", "zeros"], [run.fma_guard()],
-            step=_chunk_rows((M + 1) ** 2), ordered=run.ordered(ordered, p),
+            run, shift_updates_job, canvases, [crops, t], ["zeros", "copies"], [guard],
+            step=_chunk_rows((M + 1) ** 2), ordered=ordered, dtype=dtype, schedule=schedule,
             pad=pad, evaluation=evaluation, ones=bool(ones),
         )
-        planes = tuple(xp.reshape(c[:size * size], (size, size)) for c in canvases)
-        if ones and eps is not None:
-            norm = planes[2] + eps
-            guard = run.fma_guard()
-            planes = (divide(planes[0], norm, xp=xp, one=guard), divide(planes[1], norm, xp=xp, one=guard),
-                      planes[2])
-        return xp, planes
+        divided = ones and eps is not None
+        finish = run.small(shift_finish_job, size=size, eps=float(eps) if divided else None, combine=bool(combine))
+        return xp, tuple(finish(*canvases, guard) if divided else finish(*canvases))
+
+
+def _shift_boxes(offsets: np.ndarray, M: int, pad: int) -> np.ndarray:
+    """Host boxes (P, 4), half-open (r0, r1, c0, c1) in the S x S canvas, of each window
+    (:func:`shift_windows`: (M+1)^2 pixels from (floor(ty) + pad, floor(tx) + pad)); pixels outside
+    the canvas go to the discarded element, where the order does not matter."""
+    size = M + 2 * pad
+    row = np.floor(offsets[:, 1].astype(np.float64)).astype(np.int64) + pad
+    col = np.floor(offsets[:, 0].astype(np.float64)).astype(np.int64) + pad
+    return np.stack([np.clip(row, 0, size), np.clip(row + M + 1, 0, size),
+                     np.clip(col, 0, size), np.clip(col + M + 1, 0, size)], axis=1)
 
 
 def shift_and_sum(patches: Any, offsets: Any, M: int = 10, **kwargs: Any) -> Any:
@@ -805,8 +1082,8 @@ def shift_and_sum(patches: Any, offsets: Any, M: int = 10, **kwargs: Any) -> Any
     On a CPU the canvas equals PtychoPINN's sequential full-canvas loop bit for
     bit: the same per-patch contributions, added in patch order.
     """
-    xp, (re, im) = shift_and_sum_planes(patches, offsets, M, **kwargs)
-    return _complex_from_parts(re, im, xp=xp)
+    _, (canvas,) = shift_and_sum_planes(patches, offsets, M, combine=True, **kwargs)
+    return canvas
 
 
 def reassemble_position(patches: Any, offsets: Any, M: int = 10, *, eps: float = DEFAULT_EPS, **kwargs: Any) -> Any:
@@ -815,5 +1092,5 @@ def reassemble_position(patches: Any, offsets: Any, M: int = 10, *, eps: float =
     One pass (the ones share the windows); the division is real, the sum over
     ones being real.  Arguments as :func:`shift_and_sum`; returns (S, S) complex.
     """
-    xp, (re, im, _) = shift_and_sum_planes(patches, offsets, M, ones=True, eps=_eps(eps), **kwargs)
-    return _complex_from_parts(re, im, xp=xp)
+    _, (canvas,) = shift_and_sum_planes(patches, offsets, M, ones=True, eps=_eps(eps), combine=True, **kwargs)
+    return canvas

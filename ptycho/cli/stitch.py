@@ -76,18 +76,54 @@ def canvas_shape(shape: Optional[Any], obj: Optional[np.ndarray], positions: np.
     return max(1, int(math.ceil(far[1])) + 1), max(1, int(math.ceil(far[0])) + 1)
 
 
-def stitch(grouped: dict, shape: Optional[Any] = None, *, backend: str = "numpy", eps: float = 1e-9) -> dict:
-    """``{'object', 'coverage'}`` of a grouped dict (NumPy arrays), and the object it was cut from if any."""
+def stitch(grouped: dict, shape: Optional[Any] = None, *, backend: str = "numpy", eps: float = 1e-9,
+           device: Any = None) -> dict:
+    """``{'object', 'coverage'}`` of a grouped dict (NumPy arrays), and the object it was cut from if any.
+
+    ``device``: where the placement runs (a ``jax.Device``, a TensorFlow device name; default: the
+    backend's default device).  The patches go there and the canvases come back by explicit
+    transfers (``jax.device_put`` / ``jax.device_get``: allowed under ``jax.transfer_guard``).
+    """
     from ptycho.backends import place_patches
-    from ptycho.testing import to_numpy
 
     patches, positions = flat_patches(grouped)
     obj = grouped.get("objectGuess")
     N = patches.shape[1]
     H, W = canvas_shape(shape, obj, positions, N)
-    stitched, coverage = place_patches(patches, positions, (H, W), backend=backend, normalize=True, eps=eps,
-                                       return_coverage=True)
-    return {"object": to_numpy(stitched), "coverage": to_numpy(coverage).astype(np.float32)}
+    stitched, coverage = place_patches(_to_device(patches, backend, device), positions, (H, W), backend=backend,
+                                       normalize=True, eps=eps, return_coverage=True)
+    return {"object": _to_host(stitched, backend), "coverage": _to_host(coverage, backend).astype(np.float32)}
+
+
+def _to_device(patches: np.ndarray, backend: str, device: Any) -> Any:
+    """The patches on ``device``, placed explicitly (host arrays stay for NumPy)."""
+    from ptycho.backends import canonical_name, get_backend
+
+    name = canonical_name(backend)
+    if name == "jax":
+        import jax
+
+        with get_backend("jax").precision(patches.dtype):  # 64-bit mode: complex128 stays complex128
+            return jax.device_put(patches, device)
+    if name == "tensorflow":
+        import contextlib
+
+        import tensorflow as tf
+
+        with tf.device(device) if device else contextlib.nullcontext():
+            return tf.constant(patches)
+    return patches
+
+
+def _to_host(x: Any, backend: str) -> np.ndarray:
+    from ptycho.backends import canonical_name
+    from ptycho.testing import to_numpy
+
+    if canonical_name(backend) == "jax":
+        import jax
+
+        return np.asarray(jax.device_get(x))
+    return to_numpy(x)
 
 
 def run(args: argparse.Namespace) -> int:
