@@ -62,8 +62,8 @@ def fma(typingctx, a, b, c):  # noqa: ANN001, ANN201 - a Numba intrinsic: callab
     """``a*b + c`` rounded once (to nearest, ties to even): LLVM's ``llvm.fma``, for float32 and float64.
 
     ``llvm.fma`` is always fused -- LLVM's reference defines it as the libm
-    ``fma`` (IEEE 754 fusedMultiplyAdd) without errno, whatever the fast-math
-    flags -- so it is the correctly rounded fma on every target: the hardware
+    ``fma`` (IEEE 754 fusedMultiplyAdd) without errno, and the kernel uses no
+    fast-math flags -- so it is the correctly rounded fma on every target: the hardware
     instruction where the target has one (FMA3 ``vfmadd`` on x86-64 since
     Haswell / Piledriver, ``fmadd`` on AArch64 and POWER, part of their base
     ISA), a call to the C library's ``fma`` (correctly rounded in software)
