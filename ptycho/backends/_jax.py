@@ -195,6 +195,11 @@ def numpy_dtype(x: Any) -> np.dtype:
     return np.dtype(x.dtype)
 
 
+def host_view(x: Any) -> np.ndarray:
+    """Host view of a jax.Array (no copy on a CPU; a transfer from an accelerator)."""
+    return np.asarray(x)
+
+
 def like(x: Any, host: np.ndarray) -> Any:
     """``host`` as a jax.Array that ``jax.jit`` treats as ``x``: same placement and commitment,
     so a call with it runs the executable compiled for ``x``."""

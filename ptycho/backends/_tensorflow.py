@@ -157,6 +157,13 @@ def numpy_dtype(x: Any) -> np.dtype:
     return np.dtype(x.dtype.as_numpy_dtype)
 
 
+def host_view(x: Any) -> np.ndarray:
+    """Read-only host view of an eager tensor: no copy on a CPU (``.numpy()`` copies, which
+    at the first call of a program held a second output-sized array at the peak)."""
+    view = getattr(x, "_numpy", None)
+    return view() if view is not None else x.numpy()
+
+
 def like(x: Any, host: np.ndarray) -> tf.Tensor:
     """``host`` as an eager tensor on ``x``'s device (the same program signature)."""
     with tf.device(x.device):

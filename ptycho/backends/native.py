@@ -413,7 +413,7 @@ class VerifiedJob:
             return Verdict(native=False, reason=reason, seconds=(time.perf_counter() - t0, 0.0, 0.0), **common)
         probe_args = self._probe_args(mod, args, layout, probe)
         t1 = time.perf_counter()
-        out = mod.to_numpy(self.native(*probe_args))
+        out = mod.host_view(self.native(*probe_args))
         del probe_args
         t2 = time.perf_counter()
         bad = _count_mismatches(out, probe.expected)
