@@ -787,3 +787,55 @@ def test_bench_stitch_cli_modes(tmp_path):
     assert all(r["seconds"] > 0 and r["ratio_to_floor"] > 0 for r in rows)
     assert all(r["max_abs_diff"] == 0 for r in rows if r["mode"] == "cli_stitch_jax")
     assert "CLI stitch end to end (numpy)" in reassembly.format_table(rows, 16)
+
+
+# ---------------------------------------------------------------------------
+# The ordered path in wavefront steps (issue 22).
+# ---------------------------------------------------------------------------
+
+
+def test_wavefront_levels_keep_patch_order_per_pixel():
+    """Patches that meet are in increasing levels in patch order; patches of one level never meet;
+    every step of the table holds the rows of one level only."""
+    from ptycho.backends.placement import step_table, wavefront_levels
+
+    rng = np.random.default_rng(7)
+    corner = rng.integers(0, 40, (300, 2))
+    boxes = np.stack([corner[:, 0], corner[:, 0] + 7, corner[:, 1], corner[:, 1] + 7], axis=1)
+    levels = wavefront_levels(boxes, (47, 47))
+    meet = ((boxes[:, None, 0] < boxes[None, :, 1]) & (boxes[None, :, 0] < boxes[:, None, 1])
+            & (boxes[:, None, 2] < boxes[None, :, 3]) & (boxes[None, :, 2] < boxes[:, None, 3]))
+    i, j = np.nonzero(np.triu(meet, 1))
+    assert np.all(levels[i] < levels[j])
+    table, steps = step_table(levels, 4, dummy=1200)
+    assert steps <= table.shape[0] and np.all(table[steps:] == 1200)
+    seen = np.sort(table[table != 1200])
+    assert np.array_equal(seen, np.arange(1200))  # every row once
+    for s in range(steps):
+        rows = table[s][table[s] != 1200]
+        assert len(set(rows % 4)) == 1 and len(set(levels[rows // 4])) == 1
+    assert steps < 4 * 300 / 4  # far fewer steps than one per row
+
+
+@pytest.mark.parametrize("op", ["shift_and_sum", "reassemble_position", "place_normalized"])
+def test_ordered_steps_in_scan_order_are_exact(backend, op, monkeypatch):
+    """The ordered path over a raster scan (every patch meets the previous one: long chains of levels),
+    in several chunks: the NumPy backend's bits."""
+    from ptycho.backends import placement
+
+    if backend.value == "numpy":
+        pytest.skip("NumPy's scatter is ordered: no steps")
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[0:6, 0:7] * 3.0
+    flat = np.stack([xx.ravel(), yy.ravel()], axis=1) + rng.uniform(-1, 1, (42, 2))
+    patches = (rng.standard_normal((42, 12, 12)) + 1j * rng.standard_normal((42, 12, 12))).astype(np.complex64)
+    run = {
+        "shift_and_sum": lambda b, **k: placement.shift_and_sum(patches, flat, 8, backend=b, **k),
+        "reassemble_position": lambda b, **k: placement.reassemble_position(patches, flat, 8, backend=b, **k),
+        "place_normalized": lambda b, **k: placement.place_patches(patches, flat + 8.0, (40, 44), backend=b,
+                                                                   normalize=True, **k),
+    }[op]
+    reference = to_numpy(run("numpy"))
+    assert_close(run(backend.value, ordered=True), reference, exact=True)
+    monkeypatch.setattr(placement, "CHUNK_UPDATES", 4 * 12 * 12 * 10)  # chunks of 10 patches (or 47 windows)
+    assert_close(run(backend.value, ordered=True), reference, exact=True)

@@ -10,6 +10,8 @@ reassembly_legacy  PtychoPINN's loop: every crop zero-padded to the whole canvas
                    ``result += translated``; timed on a subset, scaled per patch
 reassembly_tf      ``ptycho.tf_helper.shift_and_sum`` (windowed, TF/XLA)
 reassembly_jax     ``placement.shift_and_sum(..., backend='jax')`` (windowed, jit)
+reassembly_jax_ordered  the same with ``ordered=True``: the deterministic path (the default on a
+                   GPU), in wavefront steps of windows that never meet (issue 22)
 reassembly_numba   ``placement.shift_and_sum(..., backend='numpy')``, the windows by
                    the Numba kernel (the NumPy default with ``ptycho[fast]``)
 reassembly_numpy   the same with the array-API algorithm (``kernel('array')``; the
@@ -53,8 +55,8 @@ from ptycho.bench.workload import Job
 
 __all__ = ["MODE_NAMES", "STITCH_MODE_NAMES", "legacy_shift_and_sum", "run_section", "format_table"]
 
-MODE_NAMES = ("reassembly_legacy", "reassembly_floor", "reassembly_tf", "reassembly_jax", "reassembly_numba",
-              "reassembly_numpy")
+MODE_NAMES = ("reassembly_legacy", "reassembly_floor", "reassembly_tf", "reassembly_jax", "reassembly_jax_ordered",
+              "reassembly_numba", "reassembly_numpy")
 #: Modes per M, in table order; the legacy one writes the reference the others compare to.
 STITCH_MODE_NAMES = ("stitch_floor", "cli_stitch_numpy", "cli_stitch_tensorflow", "cli_stitch_jax")
 #: The command line end to end, once per run; the NumPy stitch writes the output the others compare to.
@@ -166,6 +168,16 @@ def _tf(job: Job) -> Dict[str, Any]:
 @register("reassembly_jax", "windowed, placement.shift_and_sum (JAX jit)", package="jax", backend="jax",
           count="count", compiled=True, listed=False, order=2003)
 def _jax(job: Job) -> Dict[str, Any]:
+    return _jax_mode(job, ordered=None)
+
+
+@register("reassembly_jax_ordered", "windowed, JAX jit, ordered=True (wavefront steps)", package="jax",
+          backend="jax", count="count", compiled=True, listed=False, order=2006)
+def _jax_ordered(job: Job) -> Dict[str, Any]:
+    return _jax_mode(job, ordered=True)
+
+
+def _jax_mode(job: Job, ordered: Any) -> Dict[str, Any]:
     import jax.numpy as jnp
 
     from ptycho.backends import get_backend
@@ -176,10 +188,10 @@ def _jax(job: Job) -> Dict[str, Any]:
     with get_backend("jax").precision(np.complex64):
         p, o = jnp.asarray(patches[..., 0]), jnp.asarray(offsets.reshape(-1, 2).astype(np.float32))
         k = job.spec["reassembly_legacy_count"]
-        record = time_calls(lambda: shift_and_sum(p, o, M, backend="jax").block_until_ready(), job.repeats,
-                            cold=True, check=NO_CHECK)
+        record = time_calls(lambda: shift_and_sum(p, o, M, backend="jax", ordered=ordered).block_until_ready(),
+                            job.repeats, cold=True, check=NO_CHECK)
         # recentred in PtychoPINN's order (placement._recentred): the subset compares exactly
-        subset = shift_and_sum(p[:k], o[:k], M, backend="jax")
+        subset = shift_and_sum(p[:k], o[:k], M, backend="jax", ordered=ordered)
         record["max_abs_diff"] = _check(job, np.asarray(subset))
     return record
 
