@@ -36,9 +36,9 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from ptycho import _validate, params
-from ptycho.backends import translate_validated
+from ptycho.backends import translate_job, translate_validated
 from ptycho.backends._dispatch import compile_job
-from ptycho.backends._tensorflow import check_images, device_of, translate_4d
+from ptycho.backends._tensorflow import check_images, device_of, fma_guard, on_device, translate_4d
 from ptycho.backends.placement import scatter_job
 from ptycho.errors import InputError, InputTypeError
 from ptycho.tf_layouts import (
@@ -94,6 +94,17 @@ def _count(x: tf.Tensor) -> Any:
     return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
 
+def grouped_translate_job(
+    images: Any, translations: Any, guard: Any, output_origin: Any = None, *, group: int, xp: Any, **static: Any
+) -> Any:
+    """:func:`ptycho.backends.translate_job` with image b serving translations ``b*group .. b*group + group - 1``.
+
+    The repeat happens inside the compiled program, where XLA folds it into
+    the gathers' indexing instead of copying each object ``group`` times.
+    """
+    return translate_job(tf.repeat(images, group, axis=0), translations, guard, output_origin, xp=xp, **static)
+
+
 def _windows(
     sources: tf.Tensor,
     translations: tf.Tensor,
@@ -122,7 +133,10 @@ def _windows(
             return tf.zeros((0, h, w), dtype=sources.dtype)
         if n_src != 1 and n_src != count:
             if n_src * group == count:
-                sources = tf.repeat(sources, group, axis=0)
+                fn = compile_job("tensorflow", grouped_translate_job, group=group, **static)
+                device = device_of(sources)
+                with on_device(device):
+                    return fn(sources, translations, fma_guard(device), output_origin)[..., 0]
             else:
                 sources = tf.gather(sources, (tf.range(count) // group) % n_src)
         out = translate_validated("tensorflow", sources, translations, output_origin, jit=True, **static)

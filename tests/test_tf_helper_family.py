@@ -384,3 +384,26 @@ def test_center_mask_and_complex_helpers(geometry):
     doubled = th.complexify_function(lambda x: 2 * x)
     np.testing.assert_array_equal(doubled(z).numpy(), (2 * z).numpy())
     assert th.complexify_sum_real_imag(lambda x: x)(tf.constant([1 + 2j])).numpy()[0] == 3
+
+
+# -- the benchmark, tiny ----------------------------------------------------------------
+
+
+def test_training_bench_runs_tiny(tf, tmp_path, capsys):
+    """``python -m ptycho.bench --training`` at a tiny size: every row, identical forward results."""
+    import json
+
+    from ptycho.bench import training
+
+    out = tmp_path / "rows.json"
+    assert training.main(["--groups", "2", "--N", "8", "--padded-size", "12", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [r["operation"] for r in rows] == [op[1] for op in training.OPERATIONS]
+    assert all(name in text for _, name, _ in training.OPERATIONS)
+    assert rows[0]["max_diff"] == 0.0  # extraction: the same bits
+    # reassembly of complex patches: TensorFlow's complex sums pair terms in SIMD order, ours add in order
+    assert all(r["max_diff"] <= 4e-6 * max(1.0, r["max_ref"]) for r in rows[1:3])
+    assert all(r["grad_max_diff"] <= 1e-4 * max(1.0, r["grad_max_ref"]) for r in rows)
+    with pytest.raises(SystemExit):
+        training.main(["--padded-size", "4", "--N", "8"])

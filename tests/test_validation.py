@@ -754,6 +754,46 @@ def _cases() -> list[BadInput]:
     add("cli-demo-dir-is-file", f"{cl} demo", "--output-dir names an existing file", lambda: _cli("demo-dir-is-file", lambda d: ["demo", "--quick", "--output-dir", _existing(d, "demo")]), CommandFailed, "--output-dir", "not a directory")
     add("cli-simulate-exists", f"{cl} simulate", "FILE exists, no --overwrite", lambda: _cli("simulate-exists", lambda d: ["simulate", "-o", _existing(d, "sim.npz"), "--object-size", "32", "32", "--N", "8"]), CommandFailed, "sim.npz", "--overwrite")
 
+    # -- tf_helper: the model-side patch family --
+    def _th(name: str, *args: Any, **kwargs: Any) -> Any:
+        from ptycho import tf_helper
+
+        return getattr(tf_helper, name)(*args, **kwargs)
+
+    IMG2 = np.ones((2, 8, 8, 1), np.complex64)  # two groups' padded objects
+    OFF2 = np.zeros((2, 1, 2, 4), np.float32)  # gridsize 2
+    PAT2 = np.ones((2, 4, 4, 4), np.float32)  # two groups of four 4 x 4 patches
+    epp, rpr, rpb = "tf_helper.extract_patches_position", "tf_helper._reassemble_patches_position_real", "tf_helper._reassemble_position_batched"
+    add("epp-imgs-3d", epp, "imgs of shape (2, 8, 8)", lambda: _th("extract_patches_position", IMG2[..., 0], OFF2, N=4, gridsize=2), ValueError, "imgs", "(2, 8, 8)", needs=tf)
+    add("epp-imgs-2ch", epp, "imgs with 2 channels", lambda: _th("extract_patches_position", np.ones((2, 8, 8, 2)), OFF2, N=4, gridsize=2), ValueError, "imgs", "one channel", "(2, 8, 8, 2)", needs=tf)
+    add("epp-imgs-small", epp, "imgs 8 x 8 with N=10", lambda: _th("extract_patches_position", IMG2, OFF2, N=10, gridsize=2), ValueError, "imgs", "N = 10", "(2, 8, 8, 1)", needs=tf)
+    add("epp-offsets-channels", epp, "offsets_xy with 1 channel for gridsize 2", lambda: _th("extract_patches_position", IMG2, OFF2[..., :1], N=4, gridsize=2), ValueError, "offsets_xy", "(2, 1, 2, 1)", "4 channels", needs=tf)
+    add("epp-offsets-nan", epp, "a NaN in offsets_xy", lambda: _th("extract_patches_position", IMG2, _with(OFF2, (1, 0, 0, 2), np.nan), N=4, gridsize=2), ValueError, "offsets_xy", "nan", needs=tf)
+    add("epp-offsets-str", epp, "offsets_xy of strings", lambda: _th("extract_patches_position", IMG2, np.full((2, 1, 2, 4), "x"), N=4, gridsize=2), TypeError, "offsets_xy", "string", needs=tf)
+    add("epp-batch", epp, "3 objects for 2 groups", lambda: _th("extract_patches_position", np.ones((3, 8, 8, 1)), OFF2, N=4, gridsize=2), ValueError, "imgs batch (3)", "(2)", needs=tf)
+    add("epp-jitter-negative", epp, "jitter=-1", lambda: _th("extract_patches_position", IMG2, OFF2, -1.0, N=4, gridsize=2), ValueError, "jitter", "-1.0", needs=tf)
+    add("epp-jitter-str", epp, "jitter='0.1'", lambda: _th("extract_patches_position", IMG2, OFF2, "0.1", N=4, gridsize=2), TypeError, "jitter", "'0.1'", needs=tf)
+    add("rpr-imgs-3d", rpr, "imgs of shape (2, 4, 4)", lambda: _th("_reassemble_patches_position_real", PAT2[..., 0], OFF2, padded_size=8), ValueError, "imgs", "(2, 4, 4)", needs=tf)
+    add("rpr-offsets-count", rpr, "offsets for 1 group with 2 groups of patches", lambda: _th("_reassemble_patches_position_real", PAT2, OFF2[:1], padded_size=160), ValueError, "offsets_xy", "8", "got 4", needs=tf)
+    add("rpr-padded-small", rpr, "padded_size=2 with N = 4", lambda: _th("_reassemble_position_batched", PAT2, OFF2, 2, N=4, gridsize=2), ValueError, "padded_size", "N = 4", "2", needs=tf)
+    add("rpr-agg-str", rpr, "agg='yes'", lambda: _th("_reassemble_patches_position_real", PAT2, OFF2, agg="yes", padded_size=8), TypeError, "agg", "'yes'", needs=tf)
+    add("rpb-batch-float", rpb, "batch_size=1.5", lambda: _th("_reassemble_position_batched", PAT2, OFF2, 8, batch_size=1.5, N=4, gridsize=2), TypeError, "batch_size", "float 1.5", needs=tf)
+    add("rpb-gridsize", rpb, "gridsize=3 with 8 patches", lambda: _th("_reassemble_position_batched", PAT2, OFF2, 8, N=4, gridsize=3), ValueError, "gridsize**2 = 9", "(2, 4, 4, 4)", needs=tf)
+    add("rp-fn-not-callable", "tf_helper.reassemble_patches", "fn_reassemble_real=None", lambda: _th("reassemble_patches", PAT2, fn_reassemble_real=None), TypeError, "fn_reassemble_real", "None", needs=tf)
+    add("translation-jitter", "tf_helper.Translation", "jitter_stddev=-0.5", lambda: _th("Translation", jitter_stddev=-0.5), ValueError, "jitter_stddev", "-0.5", needs=tf)
+    add("translation-one-input", "tf_helper.Translation", "call() with a bare tensor, no offsets", lambda: _th("Translation").call(np.ones((1, 8, 8, 1), np.float32)), ValueError, "Translation", "[images, offsets]", needs=tf)
+    add("tcore-flag", "tf_helper.translate_core", "use_xla_workaround='yes'", lambda: _th("translate_core", np.ones((1, 8, 8, 1)), np.zeros((1, 2)), use_xla_workaround="yes"), TypeError, "use_xla_workaround", "'yes'", needs=tf)
+    add("trim-small", "tf_helper.trim_reconstruction", "x 4 x 4 with N=8", lambda: _th("trim_reconstruction", np.ones((1, 4, 4, 1)), N=8), ValueError, "x", "N = 8", "(1, 4, 4, 1)", needs=tf)
+    add("trim-nonsquare", "tf_helper.trim_reconstruction", "x of shape (1, 8, 6, 1)", lambda: _th("trim_reconstruction", np.ones((1, 8, 6, 1)), N=4), ValueError, "x", "square", "(1, 8, 6, 1)", needs=tf)
+    add("pad-patches-small", "tf_helper.pad_patches", "padded_size=4 with N=8", lambda: _th("pad_patches", np.ones((1, 8, 8, 1)), 4, N=8), ValueError, "padded_size", "N = 8", "4", needs=tf)
+    add("xp-offset-zero", "tf_helper.extract_patches", "offset=0", lambda: _th("extract_patches", np.ones((1, 8, 8, 1)), 4, 0), ValueError, "offset", "0", needs=tf)
+    add("outer-offset-none", "tf_helper.extract_outer", "outer_offset=None", lambda: _th("extract_outer", np.ones((1, 8, 8, 1)), bigN=4), TypeError, "outer_offset", "None", needs=tf)
+    add("outer-fmt", "tf_helper.extract_outer", "fmt='rows'", lambda: _th("extract_outer", np.ones((1, 8, 8, 1)), fmt="rows", bigN=4, outer_offset=4), ValueError, "fmt", "'rows'", needs=tf)
+    add("xpi-shape", "tf_helper.extract_patches_inverse", "y of shape (1, 2, 2, 9) with N=4", lambda: _th("extract_patches_inverse", np.ones((1, 2, 2, 9)), 4, True, gridsize=2, offset=2), ValueError, "y", "(B, 2, 2, 16)", "(1, 2, 2, 9)", needs=tf)
+    add("mask-kind", "tf_helper.CenterMaskLayer", "kind='edge'", lambda: _th("CenterMaskLayer", 8, 4, kind="edge"), ValueError, "kind", "'edge'", needs=tf)
+    add("togrid-size", "tf_helper._togrid", "img of shape (3, 4, 4, 1) with gridsize 2", lambda: _th("_togrid", np.ones((3, 4, 4, 1)), gridsize=2, N=4), ValueError, "img", "gridsize**2 = 4", "(3, 4, 4, 1)", needs=tf)
+    add("grid2ch-shape", "tf_helper._grid_to_channel", "grid of shape (1, 4, 4, 1) (not 6-D)", lambda: _th("_grid_to_channel", np.ones((1, 4, 4, 1))), ValueError, "grid", "(1, 4, 4, 1)", needs=tf)
+
     # -- reassembly: tf_helper.shift_and_sum / reassemble_position, place_patches --
     def _reassemble(obj_tensor: Any = None, global_offsets: Any = None, op: str = "reassemble_position", **kwargs: Any) -> Any:
         from ptycho import tf_helper

@@ -101,7 +101,10 @@ def _windowed_ops(N: int, gridsize: int, padded: int) -> Dict[str, Callable]:
     return {
         "extract": lambda obj, off: th.extract_patches_position(obj, off, 0.0, N=N, gridsize=gridsize),
         "per_group": lambda p, off: th._reassemble_patches_position_real(p, off, padded_size=padded),
-        "one_canvas": lambda p, off: th._reassemble_position_batched(p, off, padded, batch_size=64, N=N, gridsize=gridsize),
+        # one chunk of every patch: PtychoPINN's one-canvas regime (64 or more patches), whatever the size
+        "one_canvas": lambda p, off: th._reassemble_position_batched(
+            p, off, padded, batch_size=int(p.shape[0]) * int(p.shape[3]), N=N, gridsize=gridsize
+        ),
         "model_layer": model_layer,
     }
 
