@@ -105,6 +105,9 @@ def grouped_translate_job(
     return translate_job(tf.repeat(images, group, axis=0), translations, guard, output_origin, xp=xp, **static)
 
 
+# Not converted by AutoGraph: no tensor-dependent Python control flow, and the engine's
+# lazy imports would make it warn inside every caller's traced training step.
+@tf.autograph.experimental.do_not_convert
 def _windows(
     sources: tf.Tensor,
     translations: tf.Tensor,
@@ -153,6 +156,7 @@ def _windows(
     shared = n_src == 1
     index = tf.reshape((tf.range(padded) // group) % tf.shape(sources)[0], (-1, DYNAMIC_CHUNK))
 
+    @tf.autograph.experimental.do_not_convert
     def chunk(args: Tuple[tf.Tensor, ...]) -> tf.Tensor:
         t_k, idx_k = args[0], args[1]
         src = sources if shared else tf.gather(sources, idx_k)
@@ -340,6 +344,7 @@ def _recentred(offsets_xy: Any, c: int) -> tf.Tensor:
     return flat - tf.reduce_mean(flat, axis=0, keepdims=True)
 
 
+@tf.autograph.experimental.do_not_convert
 def _placed(
     imgs: Any,
     offsets_xy: Any,
