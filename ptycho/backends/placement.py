@@ -673,15 +673,33 @@ def steps_job(canvases: Tuple[Any, ...], table: Any, steps: Any, index: Any, *va
 
 
 class _Schedule:
-    """The ordered path's steps, from host boxes of each patch's kept pixels (see :func:`wavefront_levels`)."""
+    """The ordered path's steps, from host boxes of each patch's kept pixels (see :func:`wavefront_levels`).
 
-    def __init__(self, boxes: np.ndarray, shape: Tuple[int, int], rows_per_patch: int, dump: int) -> None:
-        self.levels = wavefront_levels(boxes, shape)
-        self.rows_per_patch = rows_per_patch
-        self.dump = dump
+    The last few schedules are kept (keyed by the boxes' bytes): a scan's positions are usually
+    placed again and again (every epoch), and the host loop is most of the ordered path's host time.
+    """
+
+    _recent: "dict" = {}
+
+    def __new__(cls, boxes: np.ndarray, shape: Tuple[int, int], rows_per_patch: int, dump: int) -> "_Schedule":
+        key = (np.ascontiguousarray(boxes, dtype=np.int64).tobytes(), tuple(shape), rows_per_patch, dump)
+        found = cls._recent.pop(key, None)
+        if found is None:
+            found = super().__new__(cls)
+            found.levels = wavefront_levels(boxes, shape)
+            found.rows_per_patch = rows_per_patch
+            found.dump = dump
+            found.tables = {}
+        cls._recent[key] = found  # most recent last
+        while len(cls._recent) > 4:
+            cls._recent.pop(next(iter(cls._recent)))
+        return found
 
     def table(self, start: int, stop: int, rows: int) -> Tuple[np.ndarray, int]:
-        return step_table(self.levels[start:stop], self.rows_per_patch, dummy=rows)
+        key = (start, stop, rows)
+        if key not in self.tables:
+            self.tables[key] = step_table(self.levels[start:stop], self.rows_per_patch, dummy=rows)
+        return self.tables[key]
 
 
 def _run_chunks(

@@ -171,7 +171,7 @@ def _jax(job: Job) -> Dict[str, Any]:
     return _jax_mode(job, ordered=None)
 
 
-@register("reassembly_jax_ordered", "windowed, JAX jit, ordered=True (wavefront steps)", package="jax",
+@register("reassembly_jax_ordered", "windowed, JAX jit, ordered (wavefront steps)", package="jax",
           backend="jax", count="count", compiled=True, listed=False, order=2006)
 def _jax_ordered(job: Job) -> Dict[str, Any]:
     return _jax_mode(job, ordered=True)
