@@ -193,6 +193,7 @@ def _caught(backend, name, monkeypatch):
         got = extract_patches_grouped(image, positions, n, channels=2, backend=backend.value)
     (verdict,) = _verdicts()
     assert not verdict.native and verdict.reason == "mismatch" and verdict.mismatches > 0
+    assert verdict.computed == name  # the warning names the order the program computed
     assert _same_bits(got, _reference(image, positions, n, channels=2))
     # the switch is once per program: no second warning, still exact
     with warnings.catch_warnings():

@@ -153,6 +153,8 @@ class Verdict:
     reason: str
     probe_elements: int = 0
     mismatches: int = 0
+    #: on a mismatch, the order (a key of :func:`orders`) the program computed on the probe
+    computed: str = ""
     #: seconds spent: crafting the probe and its exact result on the host, running the
     #: program on it (its compilation included: the production call reuses it), comparing
     seconds: Tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -325,6 +327,18 @@ class _Probe:
     origin: Optional[np.ndarray]
     period_groups: int
     expected: np.ndarray  # (Kg, h, w, c), the exact chain
+    planes: Tuple[Dict[str, np.ndarray], ...] = ()  # every order of the period, real and imaginary
+
+
+def _which_order(out: np.ndarray, probe: _Probe) -> str:
+    """The order of :func:`orders` that the probe's first period matches bit for bit, for messages."""
+    period = out[: probe.period_groups]
+    for name in (CHAIN,) + ALTERNATIVES:
+        if all(np.array_equal(part(period).view(plane[name].dtype.str.replace("f", "u")),
+                              plane[name].view(plane[name].dtype.str.replace("f", "u")))
+               for part, plane in zip((np.real, np.imag), probe.planes)):
+            return name
+    return "none of the 22 orders"
 
 
 def _probe(layout: _Layout) -> Tuple[Optional[_Probe], str]:
@@ -337,7 +351,7 @@ def _probe(layout: _Layout) -> Tuple[Optional[_Probe], str]:
         if failed is None:
             expected = (planes[0][CHAIN].astype(layout.complex_dtype) + 1j * planes[1][CHAIN]).astype(
                 layout.complex_dtype)
-            return _Probe(sources, translations, origin, kg, expected), "verified"
+            return _Probe(sources, translations, origin, kg, expected, planes), "verified"
     return None, f"unverifiable: no probe of this shape tells {failed} from the chain"
 
 
@@ -417,6 +431,7 @@ class VerifiedJob:
         del probe_args
         t2 = time.perf_counter()
         bad = _count_mismatches(out, probe.expected)
+        computed = _which_order(out, probe) if bad else CHAIN
         del out
         t3 = time.perf_counter()
         total = layout.count * int(np.prod(layout.output_size))
@@ -426,10 +441,11 @@ class VerifiedJob:
         warnings.warn(
             f"{self.backend_name}: XLA's contraction of {self.kind} ({dict(self.static)}, arguments "
             f"{signature}) differs from the exact fused multiply-add chain on {bad} of {total} probe "
-            "elements; this program computes the compiled order by emulation instead (same bits, slower)",
+            f"elements (it computes {computed}); this program computes the compiled order by emulation "
+            "instead (same bits, slower)",
             NativeOrderWarning, stacklevel=4,
         )
-        return Verdict(native=False, reason="mismatch", mismatches=bad, **common)
+        return Verdict(native=False, reason="mismatch", mismatches=bad, computed=computed, **common)
 
     def _probe_args(self, mod: Any, args: tuple, layout: _Layout, probe: _Probe) -> tuple:
         total = layout.count
