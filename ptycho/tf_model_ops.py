@@ -401,6 +401,12 @@ def _placed(
         n_slots, depth, slot, channel = -(-count // group), 1, patch // group, 0
     elif slots == "patch":
         n_slots, depth, slot, channel = -(-count // group), group, patch // group, patch % group
+    elif slots == "auto":
+        # PtychoPINN's regime, chosen at run time without tf.cond (whose gradient breaks when
+        # its branches' shapes differ): per group below `batch` patches, else one canvas
+        per_group = count < batch
+        n_slots = tf.where(per_group, -(-count // group), 1)
+        depth, slot, channel = 1, tf.where(per_group, patch // group, tf.zeros_like(patch)), 0
     else:
         n_slots, depth, slot, channel = 1, 1, 0, 0
     total = n_slots * side * side * depth
@@ -493,6 +499,10 @@ def _reassemble_position_batched(
 
     if count is not None:
         return per_group() if count < batch else one_canvas()
+    size, pad = padding_of(padded_size, N)
+    if imgs.shape[1] is not None and imgs.shape[1] + 2 * pad == size:
+        # one program for both regimes (the frame is the canvas): differentiable in a traced step
+        return _placed(imgs, offsets_xy, slots="auto", group=g * g, batch=batch, **common)
     patches = tf.shape(imgs)[0] * tf.shape(imgs)[3]
     return tf.cond(patches < batch, per_group, one_canvas)
 

@@ -407,3 +407,38 @@ def test_training_bench_runs_tiny(tf, tmp_path, capsys):
     assert all(r["grad_max_diff"] <= 1e-4 * max(1.0, r["grad_max_ref"]) for r in rows)
     with pytest.raises(SystemExit):
         training.main(["--padded-size", "4", "--N", "8"])
+
+
+def test_keras_fit_trains_through_the_family(geometry):
+    """model.fit (graph mode, unknown batch: both of PtychoPINN's reassembly regimes in one program)."""
+    tf = geometry
+    from ptycho import tf_helper as th
+
+    class Reassemble(tf.keras.layers.Layer):
+        def call(self, inputs):
+            fn = th.mk_reassemble_position_batched_real(inputs[1], batch_size=16, padded_size=PADDED, N=N, gridsize=GRIDSIZE)
+            return th.reassemble_patches(inputs[0], fn_reassemble_real=fn, N=N, gridsize=GRIDSIZE)
+
+        def compute_output_shape(self, shapes):
+            return (shapes[0][0], PADDED, PADDED, 1)
+
+    class Extract(tf.keras.layers.Layer):
+        def call(self, inputs):
+            flat = th.extract_patches_position(inputs[0], inputs[1], 0.0, N=N, gridsize=GRIDSIZE)
+            return tf.abs(th._flat_to_channel(flat, gridsize=GRIDSIZE))
+
+        def compute_output_shape(self, shapes):
+            return (shapes[1][0], N, N, C)
+
+    x_in, pos = tf.keras.Input((N, N, C)), tf.keras.Input((1, 2, C))
+    hidden = tf.keras.layers.Conv2D(C, 3, padding="same")(x_in)
+    complex_patches = tf.keras.layers.Lambda(lambda t: tf.cast(t, tf.complex64))(hidden)
+    model = tf.keras.Model([x_in, pos], Extract()([Reassemble()([complex_patches, pos]), pos]))
+    model.compile(optimizer="adam", loss="mse", jit_compile=False)
+    x = random_object((10, N, N, C), np.complex64, 21).real
+    positions = _offsets(22, groups=10, scale=1.0)
+    # batches of 6 groups (24 patches: one canvas) and a last batch of 4 (16: still one canvas), then 3 (per group)
+    history = model.fit([x, positions], x, batch_size=6, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    history = model.fit([x[:6], positions[:6]], x[:6], batch_size=3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
