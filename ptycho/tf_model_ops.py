@@ -22,7 +22,11 @@ compiled evaluation order -- PtychoPINN's ``Translation`` layer always runs
 ``translate_xla`` under XLA.  Everything is differentiable under
 ``tf.GradientTape`` and runs inside ``tf.function`` and Keras models; where
 a traced graph leaves the number of patches unknown, the engine runs over
-fixed-size chunks of patches (``tf.map_fn``), each compiled once.
+fixed-size chunks of patches (``tf.map_fn``), each compiled once.  Known
+limit: a whole training step compiled by XLA (``model.compile(jit_compile=True)``)
+with an unknown batch size cannot differentiate that ``tf.map_fn`` (XLA needs
+its size at compile time); PtychoPINN's default (``use_xla_compile`` off) and
+static batch shapes are fine.
 
 PtychoPINN code reaches these names through :mod:`ptycho.tf_helper`.
 """
