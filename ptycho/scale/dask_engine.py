@@ -261,7 +261,7 @@ def grouped_with_dask(
     from ptycho.scale._engine import choose_engine
 
     N = _validate.patch_size(N)
-    fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
+    fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed, N=N)
     obj = _plan.object_of(raw)
     c = int(gridsize) ** 2
     positions = _plan.grouped_positions(fields, c)

@@ -730,7 +730,7 @@ def grouped_to_zarr(
         atomic_write(out_path, write_new, overwrite=True)
         return chosen[0]
     N = _validate.patch_size(N)
-    fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed)
+    fields = _plan.group_fields(raw, gridsize=gridsize, K=K, nsamples=nsamples, seed=seed, N=N)
     obj = _plan.object_of(raw)
     c = int(gridsize) ** 2
     positions = _plan.grouped_positions(fields, c)
