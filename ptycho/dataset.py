@@ -510,7 +510,13 @@ class RawData:
             "probeGuess": self.probeGuess,
         }
         if N is not None:
-            out["X_full"] = normalize_data(out, N)
+            # A scan without recorded diffraction (all zero: e.g. an object-only
+            # dataset for patch extraction) has nothing to normalise; its X_full
+            # is zero rather than PtychoPINN's 0 * inf = NaN.
+            diffraction = out["diffraction"]
+            out["X_full"] = (
+                normalize_data(out, N) if np.any(diffraction) else np.zeros(diffraction.shape, np.float32)
+            )
         return out
 
     def generate_grouped_data(

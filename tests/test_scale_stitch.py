@@ -29,10 +29,9 @@ def _raw(M=80, seed=3):
 
 def _in_memory(group, shape, eps=1e-9):
     """One place_patches call over every patch (what ``ptycho-patches stitch`` computes)."""
-    Y, coords = group["Y"][...], group["coords_nn"][...]
-    G, n, _, c = Y.shape
-    patches = np.transpose(Y, (0, 3, 1, 2)).reshape(G * c, n, n)
-    positions = np.transpose(coords[:, 0], (0, 2, 1)).reshape(G * c, 2)
+    from ptycho.cli.stitch import flat_patches
+
+    patches, positions = flat_patches({k: group[k][...] for k in ("Y", "coords_offsets", "coords_relative")})
     stitched = place_patches(patches, positions, shape, backend="numpy", normalize=True, eps=eps)
     coverage = place_patches(np.ones_like(patches), positions, shape, backend="numpy").real
     return np.asarray(stitched), np.asarray(coverage)

@@ -55,10 +55,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def flat_patches(grouped: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(patches (G*c, N, N), positions (G*c, 2) (x, y)): member k of group g is row g*c + k."""
+    """(patches (G*c, N, N), positions (G*c, 2) (x, y)): member k of group g is row g*c + k.
+
+    The positions are those ``Y`` was cut at (``coords_offsets + coords_relative``,
+    :func:`ptycho.dataset.ground_truth_positions`): with PtychoPINN's sign of
+    ``coords_relative`` a member of a group of several is cut at its reflection
+    through the group centre, not at ``coords_nn``.
+    """
+    from ptycho.dataset import ground_truth_positions
+
     Y = np.asarray(grouped["Y"])
     G, N, _, c = Y.shape
-    coords = np.asarray(grouped["coords_nn"], dtype=np.float64)  # (G, 1, 2, c)
+    coords = np.asarray(ground_truth_positions(grouped), dtype=np.float64)  # (G, 1, 2, c)
     patches = np.transpose(Y, (0, 3, 1, 2)).reshape(G * c, N, N)
     positions = np.transpose(coords[:, 0], (0, 2, 1)).reshape(G * c, 2)
     return patches, positions

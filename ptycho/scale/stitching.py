@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ptycho import _validate
+from ptycho.dataset import ground_truth_positions
 from ptycho.errors import InputError
 from ptycho.scale import _plan
 
@@ -27,18 +28,23 @@ __all__ = ["stitch_zarr"]
 
 
 def _flat(Y: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Y (g, N, N, c), coords_nn (g, 1, 2, c) -> patches (g*c, N, N), positions (g*c, 2); row g*c + k."""
+    """Y (g, N, N, c), cut positions (g, 1, 2, c) -> patches (g*c, N, N), positions (g*c, 2); row g*c + k."""
     g, n, _, c = Y.shape
     patches = np.transpose(Y, (0, 3, 1, 2)).reshape(g * c, n, n)
     positions = np.transpose(np.asarray(coords, dtype=np.float64)[:, 0], (0, 2, 1)).reshape(g * c, 2)
     return patches, positions
 
 
-def _place_block(Y: Any, coords: Any, start: int, stop: int, shape: tuple, backend: str) -> tuple:
-    """A task: groups ``[start, stop)`` read from the store -> (placed patches, coverage) canvases."""
+def _place_block(Y: Any, offsets: Any, relative: Any, start: int, stop: int, shape: tuple, backend: str) -> tuple:
+    """A task: groups ``[start, stop)`` read from the store -> (placed patches, coverage) canvases.
+
+    Each patch goes back where ``Y`` was cut: ``coords_offsets + coords_relative``
+    (:func:`ptycho.dataset.ground_truth_positions`).
+    """
     from ptycho.backends import get_backend, place_patches
 
-    patches, positions = _flat(np.asarray(Y[start:stop]), np.asarray(coords[start:stop]))
+    cut = ground_truth_positions({"coords_offsets": offsets[start:stop], "coords_relative": relative[start:stop]})
+    patches, positions = _flat(np.asarray(Y[start:stop]), cut)
     to_numpy = get_backend(backend).to_numpy
     placed = np.asarray(to_numpy(place_patches(patches, positions, shape, backend=backend)))
     coverage = np.asarray(to_numpy(place_patches(np.ones_like(patches), positions, shape, backend=backend))).real
@@ -88,7 +94,9 @@ def stitch_zarr(
     store : str, os.PathLike, URL or zarr.Group
         A group written by :func:`ptycho.scale.grouped_to_zarr` (or
         ``ptycho-patches extract -o OUT.zarr``): ``Y`` (G, N, N, c) and
-        ``coords_nn`` (G, 1, 2, c).
+        ``coords_nn`` (G, 1, 2, c), ``coords_offsets`` (G, 1, 2, 1) and
+        ``coords_relative`` (G, 1, 2, c); each patch is placed where it was cut,
+        ``coords_offsets + coords_relative``.
     shape : (H, W), optional
         The canvas; default: the group's ``objectGuess`` shape if it holds
         one, else the smallest canvas holding every patch.
@@ -127,25 +135,33 @@ def stitch_zarr(
     group = store if isinstance(store, zarr.Group) else zarr.open_group(
         resolve_store(store, storage_options), mode="r"
     )
-    if "Y" not in group.array_keys() or "coords_nn" not in group.array_keys():
+    if not {"Y", "coords_nn", "coords_offsets", "coords_relative"} <= set(group.array_keys()):
         raise InputError(
-            f"store: expected a grouped Zarr store with Y and coords_nn (ptycho-patches extract -o OUT.zarr), "
+            f"store: expected a grouped Zarr store with Y and coords_nn, coords_offsets, coords_relative "
+            f"(ptycho-patches extract -o OUT.zarr), "
             f"found arrays {sorted(group.array_keys())}"
         )
     Y, coords = group["Y"], group["coords_nn"]
     if Y.ndim != 4 or coords.shape != (Y.shape[0], 1, 2, Y.shape[3]):
         raise InputError(f"store: Y {Y.shape} and coords_nn {coords.shape} do not match (G, N, N, c) / (G, 1, 2, c)")
-    H, W = _canvas_shape(group, coords, int(Y.shape[1])) if shape is None else _validate.size_pair(shape, "shape")
+    offsets, relative = group["coords_offsets"], group["coords_relative"]
+    if offsets.shape != (Y.shape[0], 1, 2, 1) or relative.shape != coords.shape:
+        raise InputError(
+            f"store: coords_offsets {offsets.shape} and coords_relative {relative.shape} do not match "
+            f"(G, 1, 2, 1) / (G, 1, 2, c) for Y {Y.shape}"
+        )
+    cut = ground_truth_positions({"coords_offsets": offsets[...], "coords_relative": relative[...]})
+    H, W = _canvas_shape(group, cut, int(Y.shape[1])) if shape is None else _validate.size_pair(shape, "shape")
 
     run = uuid.uuid4().hex[:12]
     rows = max(1, int(Y.chunks[0]))
     parts = [
-        dask.delayed(_place_block)(Y, coords, start, min(start + rows, Y.shape[0]), (H, W), backend,
+        dask.delayed(_place_block)(Y, offsets, relative, start, min(start + rows, Y.shape[0]), (H, W), backend,
                                    dask_key_name=f"ptycho-stitch-block-{run}-{i}")
         for i, start in enumerate(range(0, Y.shape[0], rows))
     ]
     if not parts:
-        parts = [dask.delayed(_place_block)(Y, coords, 0, 0, (H, W), backend,
+        parts = [dask.delayed(_place_block)(Y, offsets, relative, 0, 0, (H, W), backend,
                                             dask_key_name=f"ptycho-stitch-block-{run}-0")]
     level = 0
     while len(parts) > 1:
