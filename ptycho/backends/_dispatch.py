@@ -16,6 +16,7 @@ import enum
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 from types import ModuleType
@@ -347,3 +348,17 @@ def to_host(x: Any) -> np.ndarray:
     if hasattr(x, "get"):  # CuPy
         return np.asarray(x.get())
     return np.asarray(x)
+
+
+def kernel_threads() -> int:
+    """Threads of one Numba kernel call: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use.
+
+    Here, not in the kernel's module, so that a scale client can read it without importing Numba.
+    """
+    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

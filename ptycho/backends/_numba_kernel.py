@@ -51,6 +51,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ptycho.backends._dispatch import kernel_threads
+
 __all__ = ["fma", "translate_into", "scalar_fma", "threads"]
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -187,15 +189,8 @@ def scalar_fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
-def threads() -> int:
-    """Threads of one call: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use."""
-    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+#: Threads of one call: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use.
+threads = kernel_threads
 
 
 _pool: Optional[ThreadPoolExecutor] = None

@@ -43,6 +43,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ptycho.errors import InputError, InputTypeError
+from ptycho.backends._dispatch import kernel_threads
 from ptycho.scale import _plan
 
 __all__ = ["Engine", "choose_engine", "AUTO"]
@@ -147,17 +148,6 @@ def _installed(package: str) -> bool:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _default_threads() -> int:
-    """Threads of one Numba kernel call in this process (``_numba_kernel.threads``, without importing Numba)."""
-    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def worker_facts() -> dict:
@@ -317,7 +307,7 @@ def choose_engine(
                 env = next(iter(envs)) if len(envs) == 1 else None
                 threads = int(env) if env and env.isdigit() and int(env) > 0 else 1
         elif kernel == "numba":
-            threads = _default_threads()
+            threads = kernel_threads()
     else:
         missing = sorted(where for where, fact in facts.items() if not fact[engine_backend])
         if missing:
