@@ -732,6 +732,24 @@ def test_cli_stitch(grouped_file, tmp_path):
     assert main(["stitch", str(grouped_file), "-o", str(out), "--backend", "numpy"]) == 2  # exists
 
 
+def test_stitch_of_a_hand_built_dict_uses_coords_nn():
+    """A dict with only Y and coords_nn (patches cut at their own positions) is placed at coords_nn;
+    one with no positions at all is refused with an InputError."""
+    from ptycho.backends import place_patches
+    from ptycho.cli.stitch import flat_patches, stitch
+    from ptycho.errors import InputError
+
+    rng = np.random.default_rng(5)
+    Y = (rng.standard_normal((3, 6, 6, 2)) + 1j * rng.standard_normal((3, 6, 6, 2))).astype(np.complex64)
+    coords_nn = rng.uniform(4, 14, (3, 1, 2, 2))
+    patches, positions = flat_patches({"Y": Y, "coords_nn": coords_nn})
+    assert np.array_equal(patches[1], Y[0, :, :, 1]) and np.array_equal(positions[3], coords_nn[1, 0, :, 1])
+    out = stitch({"Y": Y, "coords_nn": coords_nn}, (20, 20))
+    assert np.array_equal(out["object"], place_patches(patches, positions, (20, 20), normalize=True))
+    with pytest.raises(InputError, match="coords_nn"):
+        flat_patches({"Y": Y})
+
+
 def test_cli_stitch_png(grouped_file, tmp_path):
     pytest.importorskip("matplotlib")
     from ptycho.cli import main

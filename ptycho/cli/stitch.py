@@ -60,13 +60,23 @@ def flat_patches(grouped: dict) -> tuple[np.ndarray, np.ndarray]:
     The positions are those ``Y`` was cut at (``coords_offsets + coords_relative``,
     :func:`ptycho.dataset.ground_truth_positions`): with PtychoPINN's sign of
     ``coords_relative`` a member of a group of several is cut at its reflection
-    through the group centre, not at ``coords_nn``.
+    through the group centre, not at ``coords_nn``.  A dict without those two
+    keys (built by hand from patches cut at their own positions) is placed at
+    ``coords_nn``.
     """
     from ptycho.dataset import ground_truth_positions
 
     Y = np.asarray(grouped["Y"])
     G, N, _, c = Y.shape
-    coords = np.asarray(ground_truth_positions(grouped), dtype=np.float64)  # (G, 1, 2, c)
+    if "coords_offsets" in grouped and "coords_relative" in grouped:
+        coords = np.asarray(ground_truth_positions(grouped), dtype=np.float64)  # (G, 1, 2, c)
+    elif "coords_nn" in grouped:
+        coords = np.asarray(grouped["coords_nn"], dtype=np.float64)
+    else:
+        from ptycho.errors import InputError
+
+        raise InputError("a grouped dict to stitch needs coords_offsets and coords_relative "
+                         "(where Y was cut), or coords_nn")
     patches = np.transpose(Y, (0, 3, 1, 2)).reshape(G * c, N, N)
     positions = np.transpose(coords[:, 0], (0, 2, 1)).reshape(G * c, 2)
     return patches, positions
