@@ -132,6 +132,20 @@ def _patches_params(key: str, value: Any) -> Any:
         params.cfg.update(saved)
 
 
+def _with_params(values: dict, call: Callable[[], Any]) -> Any:
+    """``call()`` with ``values`` written into ``ptycho.params.cfg``; the dict and its seal restored after."""
+    from ptycho import params
+
+    saved, sealed = dict(params.cfg), params.is_sealed()
+    params.cfg.update(values)
+    try:
+        return call()
+    finally:
+        params.cfg.clear()
+        params.cfg.update(saved)
+        (params.seal if sealed else params.unseal)()
+
+
 def _image4(dtype: Any = np.complex64) -> np.ndarray:
     source = OBJ if np.dtype(dtype).kind == "c" else OBJ.real
     return source.astype(dtype)[None, :, :, None]
@@ -843,6 +857,52 @@ def _cases() -> list[BadInput]:
     add("pp-eps-negative", pp, "eps=-1", lambda: _place(normalize=True, eps=-1.0), ValueError, "eps", "-1.0")
     add("pp-eps-nan", pp, "eps=nan", lambda: _place(normalize=True, eps=float("nan")), ValueError, "eps", "nan")
     add("pp-ordered-str", pp, "ordered='yes'", lambda: _place(ordered="yes"), TypeError, "ordered", "str 'yes'")
+
+    # -- the stitch of a grouped dict ----------------------------------------
+    def _flat(grouped: dict) -> Any:
+        from ptycho.cli.stitch import flat_patches
+
+        return flat_patches(grouped)
+
+    add("stitch-no-positions", "cli.stitch.flat_patches", "a grouped dict with Y but no coordinates",
+        lambda: _flat({"Y": np.ones((2, 4, 4, 1), np.complex64)}), ValueError, "coords_offsets", "coords_nn")
+
+    # -- tf_helper layout helpers ---------------------------------------------
+    add("fromgrid-size", "tf_helper._fromgrid", "img of shape (1, 2, 2, 3, 3, 1) with N = 4", lambda: _with_params({"N": 4}, lambda: _th("_fromgrid", np.ones((1, 2, 2, 3, 3, 1)))), ValueError, "img", "4 x 4", "(1, 2, 2, 3, 3, 1)", needs=tf)
+    add("flatoff-shape", "tf_helper.flatten_offsets", "channels of shape (2, 2)", lambda: _th("flatten_offsets", np.zeros((2, 2))), ValueError, "channels", "(2, 2)", needs=tf)
+    add("flatoff-bool", "tf_helper.flatten_offsets", "boolean offsets", lambda: _th("flatten_offsets", np.zeros((2, 1, 2, 4), bool)), TypeError, "channels", "bool", needs=tf)
+    add("center-channels-3d", "tf_helper.center_channels", "channels of shape (1, 8, 8)", lambda: _th("center_channels", np.ones((1, 8, 8), np.complex64), np.zeros((1, 1, 2, 1))), ValueError, "channels", "(1, 8, 8)", needs=tf)
+
+    # -- ptycho.params (legacy global configuration) ---------------------------
+    def _params_set(key: str, value: Any) -> Any:
+        return _with_params({}, lambda: __import__("ptycho.params", fromlist=["x"]).set(key, value))
+
+    add("params-data-source", "params.set", "data_source='nowhere'", lambda: _params_set("data_source", "nowhere"), ValueError, "data_source", "'nowhere'")
+    add("params-mae-weight", "params.set", "realspace_mae_weight=1 with realspace_weight=0", lambda: _params_set("realspace_mae_weight", 1.0), ValueError, "realspace_mae_weight", "realspace_weight")
+    add("params-get-unknown", "params.get", "a key that is neither set nor a default", lambda: __import__("ptycho.params", fromlist=["x"]).get("no_such_key"), KeyError, "no_such_key")
+
+    # -- ptycho.config.config validators ---------------------------------------
+    def _config(kind: str, **fields: Any) -> Any:
+        from ptycho.config import config as cfg_
+
+        if kind == "model":
+            return cfg_.validate_model_config(cfg_.ModelConfig(**fields))
+        if kind == "training":
+            return cfg_.validate_training_config(cfg_.TrainingConfig(**fields))
+        fields.setdefault("model", cfg_.ModelConfig())
+        fields.setdefault("test_data_file", pathlib.Path("test.npz"))
+        return cfg_.validate_inference_config(cfg_.InferenceConfig(**fields))
+
+    vm, vt, vi = "config.validate_model_config", "config.validate_training_config", "config.validate_inference_config"
+    add("cfg-model-type", vm, "a dict instead of a ModelConfig", lambda: __import__("ptycho.config.config", fromlist=["x"]).validate_model_config({"N": 64}), TypeError, "config", "ModelConfig", "dict")
+    add("cfg-model-n", vm, "ModelConfig(N=0)", lambda: _config("model", N=0), ValueError, "N", "0")
+    add("cfg-model-arch", vm, "ModelConfig(architecture='vgg')", lambda: _config("model", architecture="vgg"), ValueError, "architecture", "'vgg'")
+    add("cfg-model-probe-scale", vm, "ModelConfig(probe_scale=-1)", lambda: _config("model", probe_scale=-1.0), ValueError, "probe_scale", "-1")
+    add("cfg-train-batch", vt, "TrainingConfig(batch_size=12)", lambda: _config("training", batch_size=12), ValueError, "batch_size", "power of 2", "12")
+    add("cfg-train-epochs", vt, "TrainingConfig(nepochs=0)", lambda: _config("training", nepochs=0), ValueError, "nepochs", "0")
+    add("cfg-train-mae", vt, "TrainingConfig(mae_weight=2)", lambda: _config("training", mae_weight=2.0), ValueError, "mae_weight", "[0, 1]", "2")
+    add("cfg-train-photons", vt, "TrainingConfig(nphotons=-5)", lambda: _config("training", nphotons=-5.0), ValueError, "nphotons", "-5")
+    add("cfg-infer-path", vi, "InferenceConfig(model_path=<missing>)", lambda: _config("inference", model_path=_case_dir("cfg-infer-path") / "no-model"), ValueError, "model_path", "does not exist")
     return c
 
 
