@@ -102,6 +102,9 @@ def triples(dtype) -> st.SearchStrategy:
     return st.one_of(any_floats, near_ties(dtype), near_overflow(dtype))
 
 
+_MAX64 = float(np.finfo(np.float64).max)
+
+
 def _run_numpy(a, b, c, dtype) -> np.ndarray:
     import array_api_compat.numpy as xp
 
@@ -132,6 +135,44 @@ def test_fma_is_correctly_rounded(dname, data):
 def test_signed_zeros_and_huge_factors(dname, a, b, c):
     dtype = DTYPES[dname][0]
     assert same_bits(_run_numpy(a, b, c, dtype), exact_fma(a, b, c, dtype))
+
+
+def test_numpy_float32_fast_path_matches_the_full_emulation():
+    """NumPy's float32 road (tie check only at float64 midpoints) gives the full emulation's bits:
+    random triples, crafted double-rounding ties of both signs, subnormal results, the overflow midpoint."""
+    import array_api_compat.numpy as xp
+
+    from ptycho.backends import rounding
+
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0, 1, 200_000).astype(np.float32)
+    b = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-40, 38, 200_000)).astype(np.float32)
+    c = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-40, 38, 200_000)).astype(np.float32)
+    # ties: a*b = 1 + 2**-24 + 2**-48 (a midpoint plus a little), c = -2**-48 * k: s lands on the midpoint
+    k = 2000
+    a[:k] = np.float32(1 + 2.0**-12)
+    b[:k] = np.float32(1 + 2.0**-12)  # a*b = 1 + 2**-11 + 2**-24: a float32 midpoint exactly
+    c[:k] = (rng.choice([-1.0, 1.0], k) * 2.0 ** rng.integers(-80, -50, k)).astype(np.float32)
+    a[k:k + 4], b[k:k + 4] = np.float32(2.0**-75), np.float32(2.0**-75) * np.float32([0.5, 1.5, 2.5, 3])
+    c[k:k + 4] = 0
+    fmax = np.finfo(np.float32).max
+    a[k + 4:k + 6], b[k + 4:k + 6], c[k + 4:k + 6] = 1, fmax, np.float32(2.0**103) * np.float32([1, -1])
+    with np.errstate(all="ignore"):
+        fast = rounding._fma32_numpy(a, b, c)
+        full = np.asarray(rounding._fma32(a, b, c, xp=xp, one=None))
+        naive = (a.astype(np.float64) * b + c).astype(np.float32)
+    assert fast.dtype == np.float32 and np.array_equal(fast.view(np.uint32), full.view(np.uint32))
+    assert not np.array_equal(naive.view(np.uint32), full.view(np.uint32))  # the ties do need the correction
+    for i in list(range(0, k, 97)) + list(range(k, k + 6)):
+        assert same_bits(fast[i], exact_fma(float(a[i]), float(b[i]), float(c[i]), np.float32)), i
+
+
+@pytest.mark.parametrize("a, b, c", [(1.0, _MAX64, -_MAX64), (_MAX64, 1.0, -_MAX64), (-_MAX64, 1.0, _MAX64),
+                                     (0.5, _MAX64, -_MAX64 / 2), (_MAX64 / 4, 2.0, 1e300), (1.0, _MAX64, 0.0),
+                                     (2.0**600, 2.0**423 * 1.3, -_MAX64), (1.0 - 2.0**-53, _MAX64, -2.0**970)])
+def test_float64_products_near_overflow(a, b, c):
+    """Products within an ulp of DBL_MAX: the split halves of 1 * DBL_MAX round up to 2**1024 unless scaled."""
+    assert same_bits(_run_numpy(a, b, c, np.float64), exact_fma(a, b, c, np.float64))
 
 
 @pytest.mark.parametrize("dname", list(DTYPES))

@@ -34,6 +34,11 @@ float64 (``a``, ``b``, ``c`` float64)
     1.0 the compiler cannot see through) before they are added, so a
     contraction ``fma(p, one, x)`` rounds exactly like ``p + x``.
 
+NumPy float32 arrays take a cheaper road to the same bits (NumPy neither
+contracts nor keeps excess precision): ``float32(float64(a*b + c))`` can only
+be wrong where the float64 sum is exactly a float32 midpoint, which its bits
+show; those few elements get the full treatment above.
+
 Both are checked against exact rational arithmetic (``fractions.Fraction``) in
 ``tests/test_rounding.py``, ties, signed zeros, subnormals and values near
 overflow included.  Subnormal float32 results assume the runtime does not
@@ -73,6 +78,9 @@ def _guarded(product: Any, one: Optional[Any]) -> Any:
 #: Above this magnitude ``a * _SPLITTER`` would overflow: such a factor is scaled first.
 _SPLIT_LIMIT = 2.0**995
 _SPLIT_SCALE = 2.0**28
+#: Above this magnitude a product's split halves could overflow: one factor is scaled by 2**-40 first.
+_PRODUCT_LIMIT = 2.0**1000
+_PRODUCT_SCALE = 2.0**-40
 
 
 def _split(a: Any, one: Optional[Any]) -> Tuple[Any, Any]:
@@ -85,20 +93,31 @@ def _split(a: Any, one: Optional[Any]) -> Tuple[Any, Any]:
 def two_product(a: Any, b: Any, *, xp: Any, one: Optional[Any] = None) -> Tuple[Any, Any]:
     """``(p, e)`` with ``p = fl(a*b)`` and ``p + e == a*b`` exactly (float64; Dekker).
 
-    Exact when ``a*b`` neither overflows nor underflows.  A huge factor
+    Exact when ``a*b`` neither overflows nor underflows.  A product above
+    2**1000 is formed from the larger factor scaled by 2**-40 and its error
+    scaled back, so the split halves cannot overflow.  A huge factor
     (> 2**995, where Veltkamp's split would overflow) is scaled down by 2**28
     and the other one up by as much -- exact, and the same product.  ``one``
     is the compiler guard (see the module docstring).
     """
     p = _guarded(a * b, one)
+    # A product near overflow: its split halves' product a_hi*b_hi can round
+    # past DBL_MAX (1 * DBL_MAX: b_hi rounds up to 2**1024).  The larger factor
+    # is scaled down by 2**-40 first and the error scaled back up: both exact
+    # (powers of two, and at this size nothing comes near underflow).
+    big = xp.abs(p) > _PRODUCT_LIMIT
+    a_larger = xp.abs(a) >= xp.abs(b)
+    a = xp.where(big & a_larger, a * _PRODUCT_SCALE, a)
+    b = xp.where(big & ~a_larger, b * _PRODUCT_SCALE, b)
+    q = xp.where(big, p * _PRODUCT_SCALE, p)  # fl(a*b) of the scaled factors
     huge_a = xp.abs(a) > _SPLIT_LIMIT
     huge_b = xp.abs(b) > _SPLIT_LIMIT
     a = xp.where(huge_a, a / _SPLIT_SCALE, xp.where(huge_b, a * _SPLIT_SCALE, a))
     b = xp.where(huge_a, b * _SPLIT_SCALE, xp.where(huge_b, b / _SPLIT_SCALE, b))
     a_hi, a_lo = _split(a, one)
     b_hi, b_lo = _split(b, one)
-    e = (((a_hi * b_hi) - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    return p, e
+    e = (((a_hi * b_hi) - q) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return p, xp.where(big, e / _PRODUCT_SCALE, e)
 
 
 def _round_to_odd_sum(a: Any, b: Any, *, xp: Any) -> Any:
@@ -133,6 +152,39 @@ def _fma32(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     return xp.where(at_limit, limit, out)
 
 
+#: float64 bit patterns: the 29 bits below a float32 significand, and their value at a float32 midpoint.
+_BELOW_FLOAT32 = 0x1FFFFFFF
+_AT_MIDPOINT = 0x10000000
+_FLT_MIN = float.fromhex("0x1p-126")
+
+
+def _fma32_numpy(a: Any, b: Any, c: Any) -> Any:
+    """:func:`_fma32` for NumPy arrays, paying for the tie check only where it can matter.
+
+    ``s = float64(a*b + c)`` rounded once (the product is exact); rounding
+    ``s`` to float32 is already correct unless ``s`` is exactly a float32
+    midpoint (the argument of the module docstring), which the float64 bits
+    show directly: the 29 bits below the float32 significand are ``1000...0``
+    (the overflow midpoint has that pattern too).  Below ``FLT_MIN`` the
+    float32 significand is shorter, so those values are checked as well.  The
+    few such elements -- none in most arrays -- go through :func:`_fma32`.
+    NumPy never contracts or keeps excess precision, so no guard is needed.
+    """
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = a.astype(np.float64) * b.astype(np.float64)
+        s += c
+        r = s.astype(np.float32)
+        tail = s.view(np.uint64) & np.uint64(_BELOW_FLOAT32)
+        suspect = (tail == np.uint64(_AT_MIDPOINT)) | (np.abs(s) < _FLT_MIN)
+        if suspect.any():
+            where = np.nonzero(suspect)
+            ab, bb, cb = np.broadcast_arrays(a, b, c)
+            r[where] = _fma32(ab[where], bb[where], cb[where], xp=np, one=None)
+    return r
+
+
 def _fma64(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     uh, ul = two_product(a, b, xp=xp, one=one)
     th, tl = two_sum(c, uh)
@@ -140,6 +192,12 @@ def _fma64(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any]) -> Any:
     # th overflowed (or an input is infinite or NaN): the error terms are NaN; th is the answer.
     # v == 0: th is exact, and th + 0 would turn a -0 result into +0.
     return xp.where(xp.isfinite(th) & (v != 0), th + v, th)
+
+
+def _is_numpy(*arrays: Any) -> bool:
+    import numpy as np
+
+    return all(type(x) is np.ndarray for x in arrays)
 
 
 def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
@@ -166,6 +224,8 @@ def fma(a: Any, b: Any, c: Any, *, xp: Any, one: Optional[Any] = None) -> Any:
     beyond the overflow threshold gives the infinity of its sign.
     """
     if a.dtype == xp.float32:
+        if one is None and _is_numpy(a, b, c):
+            return _fma32_numpy(a, b, c)
         return _fma32(a, b, c, xp=xp, one=one)
     if a.dtype == xp.float64:
         return _fma64(a, b, c, xp=xp, one=one)
