@@ -84,6 +84,34 @@ def test_quick_numpy_only_writes_every_field_and_a_chart(tmp_path):
     assert (tmp_path / "chart.png").stat().st_size > 0
 
 
+def test_the_order_table_compares_compiled_and_plain(tmp_path, capsys):
+    """Both orders of an engine in one run: a row with warm and cold of each, their ratios, peaks and diffs."""
+    status, result = _run(tmp_path, ["--backends", "numpy", "--modes", "numpy,numpy_plain", "--no-plot"])
+    assert status == 0
+    (row,) = result["orders"]
+    assert row["engine"] == "NumPy array-API (chunked)"
+    for key in ("compiled_warm", "plain_warm", "compiled_cold", "plain_cold"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["warm_ratio"] == pytest.approx(row["compiled_warm"] / row["plain_warm"])
+    assert row["cold_ratio"] == pytest.approx(row["compiled_cold"] / row["plain_cold"])
+    assert row["compiled_max_abs_diff"] == 0  # the compiled order is the reference's
+    assert 0 <= row["plain_max_abs_diff"] < 1e-5  # the plain order differs by a rounding at most
+    assert row["compiled_peak_over_output"] > 0.5
+    out = capsys.readouterr().out
+    assert "The two evaluation orders" in out and "NumPy array-API (chunked)" in out.split("evaluation orders")[1]
+
+
+def test_an_engine_with_one_order_has_no_order_row():
+    from ptycho.bench import report
+
+    rec = {"count": 10, "output_bytes": 100, "cold_seconds": 1.0, "warm_seconds": 0.5, "cold_peak_bytes": 120,
+           "warm_peak_bytes": 110, "max_abs_diff": 0.0}
+    assert report.order_rows({"tf": rec}, 20) == []
+    (row,) = report.order_rows({"tf": rec, "tf_plain": dict(rec, warm_seconds=0.25, count=5)}, 20)
+    assert row["compiled_warm"] == 1.0 and row["plain_warm"] == 1.0 and row["warm_ratio"] == 1.0
+    assert row["compiled_peak_over_output"] == pytest.approx(1.1)  # the warm calls' peak
+
+
 def test_quick_tensorflow_modes_are_exact_and_complete(tmp_path):
     require_backend(Backend.TENSORFLOW)
     status, result = _run(tmp_path, ["--modes", "tf,dispatch", "--no-plot", "--chunk-study",

@@ -13,7 +13,7 @@ import numpy as np
 from ptycho.bench.registry import MODES
 from ptycho.errors import InputTypeError
 
-__all__ = ["rows", "format_table", "targets", "chunk_rows", "format_chunk_table", "plot", "machine", "finite",
+__all__ = ["rows", "format_table", "order_rows", "format_order_table", "targets", "chunk_rows", "format_chunk_table", "plot", "machine", "finite",
            "json_default"]
 
 
@@ -85,6 +85,59 @@ def _table(head: str, rows: Sequence[Dict[str, Any]], unmeasured: Callable[[Dict
     """``head``, a rule, and one line per row (``measured`` when it has seconds, else ``unmeasured``)."""
     lines = [head, "-" * len(head)]
     lines += [measured(r) if "seconds" in r else unmeasured(r) for r in rows]
+    return "\n".join(lines)
+
+
+#: (engine, compiled-order mode, plain-order mode): the pairs the order table compares.
+ORDER_PAIRS = (
+    ("TF-XLA", "tf", "tf_plain"),
+    ("JAX jit", "jax", "jax_plain"),
+    ("NumPy + Numba kernel", "numba", "numba_plain"),
+    ("NumPy array-API (chunked)", "numpy", "numpy_plain"),
+)
+
+
+def order_rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict[str, Any]]:
+    """Compiled order against plain order, per engine whose two modes both ran in this run.
+
+    Seconds are scaled to ``full_count`` patches; "cold" is the first call of
+    the worker process (compilation included), "warm" the median of the
+    repeats (for the NumPy array path the first call is one of them); peak is
+    the warm calls' peak over the output's size (the cold peaks are in the
+    main table); max|diff|
+    is each order's distance to the compiled-order reference.
+    """
+    out: List[Dict[str, Any]] = []
+    for engine, compiled, plain in ORDER_PAIRS:
+        pair = [records.get(compiled, {}), records.get(plain, {})]
+        if not all("warm_seconds" in rec and "cold_seconds" in rec for rec in pair):
+            continue
+        row: Dict[str, Any] = {"engine": engine, "timed": pair[0]["count"]}
+        for tag, rec in zip(("compiled", "plain"), pair):
+            scale = full_count / rec["count"]
+            row[f"{tag}_warm"] = rec["warm_seconds"] * scale
+            row[f"{tag}_cold"] = rec["cold_seconds"] * scale
+            peak = rec.get("warm_peak_bytes")
+            row[f"{tag}_peak_over_output"] = peak / rec["output_bytes"] if peak is not None else float("nan")
+            row[f"{tag}_max_abs_diff"] = rec.get("max_abs_diff", float("nan"))
+        row["warm_ratio"] = row["compiled_warm"] / row["plain_warm"]
+        row["cold_ratio"] = row["compiled_cold"] / row["plain_cold"]
+        out.append(row)
+    return out
+
+
+def format_order_table(rows: Sequence[Dict[str, Any]], full_count: int) -> str:
+    """The compiled / plain table of :func:`order_rows` (seconds per ``full_count`` patches)."""
+    head = (f"{'engine (s/' + str(full_count) + ')':<28} {'warm c':>7} {'warm p':>7} {'c/p':>6} "
+            f"{'cold c':>7} {'cold p':>7} {'c/p':>6} {'peak c':>7} {'peak p':>7} {'diff c':>8} {'diff p':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['engine']:<28} {r['compiled_warm']:>7.3f} {r['plain_warm']:>7.3f} {r['warm_ratio']:>5.2f}x "
+            f"{r['compiled_cold']:>7.3f} {r['plain_cold']:>7.3f} {r['cold_ratio']:>5.2f}x "
+            f"{fmt(r['compiled_peak_over_output'], '>6.2f')}x {fmt(r['plain_peak_over_output'], '>6.2f')}x "
+            f"{fmt(r['compiled_max_abs_diff'], '>8.1e')} {fmt(r['plain_max_abs_diff'], '>8.1e')}"
+        )
     return "\n".join(lines)
 
 

@@ -263,6 +263,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for t in result["targets"]:
         mark = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
         print(f"  {t['target']:<52} {report.fmt(t['value'], '.3g'):>8}  {mark}")
+    result["orders"] = report.order_rows(records, spec["count"])
+    if result["orders"]:
+        print()
+        print("The two evaluation orders: compiled (c, PtychoPINN's default XLA path) and plain (p, its eager path);"
+              " peak: warm calls, over the output")
+        print(report.format_order_table(result["orders"], spec["count"]))
     if chunk_counts:
         result["chunk_study"] = report.chunk_rows(chunk_records)
         print()
