@@ -163,6 +163,13 @@ def test_numpy_float32_fast_path_matches_the_full_emulation():
         naive = (a.astype(np.float64) * b + c).astype(np.float32)
     assert fast.dtype == np.float32 and np.array_equal(fast.view(np.uint32), full.view(np.uint32))
     assert not np.array_equal(naive.view(np.uint32), full.view(np.uint32))  # the ties do need the correction
+    # broadcasting: the addend wider than the product, and the product wider than the addend
+    pa, pb, pc = a[:300].reshape(3, 1, 100), b[:100].reshape(1, 1, 100), c[:600].reshape(3, 2, 100)
+    for args in ((pa, pb, pc), (pc, pb, pa[:, :, :1])):
+        with np.errstate(all="ignore"):
+            got, want = rounding._fma32_numpy(*args), np.asarray(rounding._fma32(*args, xp=xp, one=None))
+        assert got.shape == want.shape == np.broadcast_shapes(*(x.shape for x in args))
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     for i in list(range(0, k, 97)) + list(range(k, k + 6)):
         assert same_bits(fast[i], exact_fma(float(a[i]), float(b[i]), float(c[i]), np.float32)), i
 

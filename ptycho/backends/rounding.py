@@ -174,7 +174,7 @@ def _fma32_numpy(a: Any, b: Any, c: Any) -> Any:
 
     with np.errstate(over="ignore", invalid="ignore"):
         s = a.astype(np.float64) * b.astype(np.float64)
-        s += c
+        s = s + c if s.shape != np.broadcast_shapes(s.shape, c.shape) else np.add(s, c, out=s)
         r = s.astype(np.float32)
         tail = s.view(np.uint64) & np.uint64(_BELOW_FLOAT32)
         suspect = (tail == np.uint64(_AT_MIDPOINT)) | (np.abs(s) < _FLT_MIN)
