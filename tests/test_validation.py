@@ -719,7 +719,7 @@ def _cases() -> list[BadInput]:
     nd = "normalize_data"
 
     def _normalize(dset: Any = None, N: Any = 8) -> Any:
-        from ptycho.raw_data import normalize_data
+        from ptycho.dataset import normalize_data  # (ptycho.raw_data re-exports it, importing TensorFlow)
 
         return normalize_data({"diffraction": np.ones((3, 8, 8, 1), np.float32)} if dset is None else dset, N)
 
@@ -730,11 +730,11 @@ def _cases() -> list[BadInput]:
     add("nd-diffraction-zero", nd, "diffraction all zero", lambda: _normalize({"diffraction": np.zeros((3, 8, 8))}), ValueError, "diffraction", "all zero")
     add("nd-diffraction-nan", nd, "a NaN in diffraction", lambda: _normalize({"diffraction": _with(np.ones((3, 8, 8)), (1, 2, 3), np.nan)}), ValueError, "diffraction", "nan")
     add("nd-n-zero", nd, "N=0", lambda: _normalize(N=0), ValueError, "N", "0")
-    add("rc-shape", "get_relative_coords", "coords_nn of shape (5, 2)", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_relative_coords(np.zeros((5, 2))), ValueError, "coords_nn", "(G, 1, 2, c)", "(5, 2)")
-    add("rc-none", "get_relative_coords", "coords_nn=None", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_relative_coords(None), TypeError, "coords_nn", "None")
-    add("ni-k-above-m", "get_neighbor_indices", f"K={M} with {M} positions", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M * 1.0), K=M), ValueError, f"K + 1 = {M + 1}", f"only {M} scan positions")
-    add("ni-y-length", "get_neighbor_indices", f"ycoords of shape ({M - 1},)", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M - 1.0)), ValueError, "ycoords", f"({M - 1},)")
-    add("ni-x-none", "get_neighbor_indices", "xcoords=None", lambda: __import__("ptycho.raw_data", fromlist=["x"]).get_neighbor_indices(None, np.arange(M * 1.0)), TypeError, "xcoords", "None")
+    add("rc-shape", "get_relative_coords", "coords_nn of shape (5, 2)", lambda: __import__("ptycho.dataset", fromlist=["x"]).get_relative_coords(np.zeros((5, 2))), ValueError, "coords_nn", "(G, 1, 2, c)", "(5, 2)")
+    add("rc-none", "get_relative_coords", "coords_nn=None", lambda: __import__("ptycho.dataset", fromlist=["x"]).get_relative_coords(None), TypeError, "coords_nn", "None")
+    add("ni-k-above-m", "get_neighbor_indices", f"K={M} with {M} positions", lambda: __import__("ptycho.dataset", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M * 1.0), K=M), ValueError, f"K + 1 = {M + 1}", f"only {M} scan positions")
+    add("ni-y-length", "get_neighbor_indices", f"ycoords of shape ({M - 1},)", lambda: __import__("ptycho.dataset", fromlist=["x"]).get_neighbor_indices(np.arange(M * 1.0), np.arange(M - 1.0)), ValueError, "ycoords", f"({M - 1},)")
+    add("ni-x-none", "get_neighbor_indices", "xcoords=None", lambda: __import__("ptycho.dataset", fromlist=["x"]).get_neighbor_indices(None, np.arange(M * 1.0)), TypeError, "xcoords", "None")
 
     # -- the command line --------------------------------------------------------
     cl = "ptycho-patches"
