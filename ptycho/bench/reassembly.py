@@ -386,11 +386,11 @@ def format_table(rows: Sequence[Dict[str, Any]], count: int) -> str:
     windowed warm row and of the floor, of the same M; the stitch rows (M
     ``-``) by the TF command line's and the stitch floor's.
     """
-    from ptycho.bench.report import fmt
+    from ptycho.bench.report import fmt, ruled
 
     head = (f"{'M':>3} {'mode':<52} {'timed':>6} {'s/' + str(count):>9} {'cpu s':>8} {'vs legacy':>10} "
             f"{'/ TF':>7} {'cpu/TF':>7} {'/ floor':>8} {'cpu/fl':>7} {'peak MB':>8} {'max|diff|':>9}")
-    lines = [head, "-" * len(head)]
+    lines = []
     for r in rows:
         m = "-" if r["M"] is None else r["M"]
         if "seconds" not in r:
@@ -403,7 +403,7 @@ def format_table(rows: Sequence[Dict[str, Any]], count: int) -> str:
             f"{m:>3} {r['label']:<52} {r['count_timed']:>6} {r['seconds']:>9.3f} {r['cpu_seconds']:>8.2f} "
             f"{ratios} {r['peak_bytes'] / 1e6:>8.1f} {fmt(r['max_abs_diff'], '>9.1e')}"
         )
-    return "\n".join(lines)
+    return ruled(head, lines)
 
 
 def _times(value: float, spec: str, width: int) -> str:

@@ -13,8 +13,8 @@ import numpy as np
 from ptycho.bench.registry import MODES
 from ptycho.errors import InputTypeError
 
-__all__ = ["rows", "format_table", "order_rows", "format_order_table", "targets", "chunk_rows", "format_chunk_table", "plot", "machine", "finite",
-           "json_default"]
+__all__ = ["rows", "format_table", "order_rows", "format_order_table", "targets", "chunk_rows",
+           "format_chunk_table", "plot", "machine", "finite", "json_default", "ruled"]
 
 
 def rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict[str, Any]]:
@@ -83,9 +83,12 @@ def format_table(rows: Sequence[Dict[str, Any]], full_count: int) -> str:
 def _table(head: str, rows: Sequence[Dict[str, Any]], unmeasured: Callable[[Dict[str, Any]], str],
            measured: Callable[[Dict[str, Any]], str]) -> str:
     """``head``, a rule, and one line per row (``measured`` when it has seconds, else ``unmeasured``)."""
-    lines = [head, "-" * len(head)]
-    lines += [measured(r) if "seconds" in r else unmeasured(r) for r in rows]
-    return "\n".join(lines)
+    return ruled(head, [measured(r) if "seconds" in r else unmeasured(r) for r in rows])
+
+
+def ruled(head: str, lines: Sequence[str]) -> str:
+    """A plain-text table: ``head``, a rule as wide as it, then ``lines``."""
+    return "\n".join([head, "-" * len(head), *lines])
 
 
 #: (engine, compiled-order mode, plain-order mode): the pairs the order table compares.
@@ -104,8 +107,8 @@ def order_rows(records: Dict[str, Dict[str, Any]], full_count: int) -> List[Dict
     the worker process (compilation included), "warm" the median of the
     repeats (for the NumPy array path the first call is one of them); peak is
     the warm calls' peak over the output's size (the cold peaks are in the
-    main table); max|diff|
-    is each order's distance to the compiled-order reference.
+    main table); max|diff| is each order's distance to the compiled-order
+    reference.
     """
     out: List[Dict[str, Any]] = []
     for engine, compiled, plain in ORDER_PAIRS:
@@ -130,15 +133,13 @@ def format_order_table(rows: Sequence[Dict[str, Any]], full_count: int) -> str:
     """The compiled / plain table of :func:`order_rows` (seconds per ``full_count`` patches)."""
     head = (f"{'engine (s/' + str(full_count) + ')':<28} {'warm c':>7} {'warm p':>7} {'c/p':>6} "
             f"{'cold c':>7} {'cold p':>7} {'c/p':>6} {'peak c':>7} {'peak p':>7} {'diff c':>8} {'diff p':>8}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['engine']:<28} {r['compiled_warm']:>7.3f} {r['plain_warm']:>7.3f} {r['warm_ratio']:>5.2f}x "
-            f"{r['compiled_cold']:>7.3f} {r['plain_cold']:>7.3f} {r['cold_ratio']:>5.2f}x "
-            f"{fmt(r['compiled_peak_over_output'], '>6.2f')}x {fmt(r['plain_peak_over_output'], '>6.2f')}x "
-            f"{fmt(r['compiled_max_abs_diff'], '>8.1e')} {fmt(r['plain_max_abs_diff'], '>8.1e')}"
-        )
-    return "\n".join(lines)
+    return ruled(head, [
+        f"{r['engine']:<28} {r['compiled_warm']:>7.3f} {r['plain_warm']:>7.3f} {r['warm_ratio']:>5.2f}x "
+        f"{r['compiled_cold']:>7.3f} {r['plain_cold']:>7.3f} {r['cold_ratio']:>5.2f}x "
+        f"{fmt(r['compiled_peak_over_output'], '>6.2f')}x {fmt(r['plain_peak_over_output'], '>6.2f')}x "
+        f"{fmt(r['compiled_max_abs_diff'], '>8.1e')} {fmt(r['plain_max_abs_diff'], '>8.1e')}"
+        for r in rows
+    ])
 
 
 def targets(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -184,14 +184,14 @@ def _rows(groups: int, gridsize: int, N: int, padded: int, repeats: int) -> List
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     head = (f"{'operation':<44} {'dense fwd':>10} {'windowed':>10} {'ratio':>6}  {'dense f+b':>10} {'windowed':>10} "
             f"{'ratio':>6}  {'max|diff|':>9} {'grad max|diff|':>14}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['operation']:<44} {r['dense_forward_s'] * 1e3:>8.2f}ms {r['windowed_forward_s'] * 1e3:>8.2f}ms "
-            f"{r['forward_ratio']:>5.1f}x  {r['dense_backward_s'] * 1e3:>8.2f}ms {r['windowed_backward_s'] * 1e3:>8.2f}ms "
-            f"{r['backward_ratio']:>5.1f}x  {r['max_diff']:>9.2e} {r['grad_max_diff']:>7.2e} (of {r['grad_max_ref']:.1e})"
-        )
-    return "\n".join(lines)
+    from ptycho.bench.report import ruled
+
+    return ruled(head, [
+        f"{r['operation']:<44} {r['dense_forward_s'] * 1e3:>8.2f}ms {r['windowed_forward_s'] * 1e3:>8.2f}ms "
+        f"{r['forward_ratio']:>5.1f}x  {r['dense_backward_s'] * 1e3:>8.2f}ms {r['windowed_backward_s'] * 1e3:>8.2f}ms "
+        f"{r['backward_ratio']:>5.1f}x  {r['max_diff']:>9.2e} {r['grad_max_diff']:>7.2e} (of {r['grad_max_ref']:.1e})"
+        for r in rows
+    ])
 
 
 def build_parser() -> argparse.ArgumentParser:

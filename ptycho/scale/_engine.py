@@ -42,8 +42,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ptycho.errors import InputError, InputTypeError
 from ptycho.backends._dispatch import kernel_threads
+from ptycho.errors import InputError, InputTypeError
 from ptycho.scale import _plan
 
 __all__ = ["Engine", "choose_engine", "AUTO"]
